@@ -1,0 +1,140 @@
+import math
+
+import pytest
+import torch
+
+from reference_losses import sel_loop, sfl_loop
+from sparsecell.losses import DetectionLoss, semantic_energy, stretched_feature_loss, weighted_cross_entropy
+
+
+def _inputs(B, C, h, w, D=6, s=4, pattern="random", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(B, C + 1, h * s, w * s, generator=g, requires_grad=True)
+    emb = torch.randn(B, D, h, w, generator=g, requires_grad=True)
+    target = torch.rand(B, C + 1, h * s, w * s, generator=g)
+    if pattern == "random":
+        lab = torch.rand(B, C, h, w, generator=g) < 0.2
+        lab[0] = False  # one image without labels
+    elif pattern == "none":
+        lab = torch.zeros(B, C, h, w, dtype=torch.bool)
+    elif pattern == "one":
+        lab = torch.zeros(B, C, h, w, dtype=torch.bool)
+        lab[:, 0, 1, 1] = True
+    elif pattern == "all":
+        lab = torch.ones(B, C, h, w, dtype=torch.bool)
+    return logits, emb, target, lab
+
+
+def _sel(logits, emb, target, lab):
+    return DetectionLoss("sel", lambda1=1.0)(logits, emb, target, lab)["loss"]
+
+
+@pytest.mark.parametrize("B,C,h,w", [(1, 1, 3, 3), (2, 1, 4, 5), (3, 2, 3, 4)])
+@pytest.mark.parametrize("pattern", ["random", "none", "one", "all"])
+def test_sel_equals_loop_transcription_values_and_gradients(B, C, h, w, pattern):
+    logits, emb, target, lab = _inputs(B, C, h, w, pattern=pattern)
+    ours = _sel(logits, emb, target, lab)
+    g_ours = torch.autograd.grad(ours, [logits, emb], allow_unused=True)
+    ref = sel_loop(logits, emb, target, lab)
+    g_ref = torch.autograd.grad(ref, [logits, emb], allow_unused=True)
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-5, abs=1e-6)
+    for a, b in zip(g_ours, g_ref):
+        if b is None:  # the reference has no path into the embedding when no energy varies
+            assert a is None or torch.allclose(a, torch.zeros_like(a))
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("B,h,w", [(1, 3, 3), (2, 4, 5), (4, 2, 6)])
+@pytest.mark.parametrize("pattern", ["random", "none", "one", "all"])
+@pytest.mark.parametrize("margin", [10.0, 2.0])
+def test_sfl_equals_loop_transcription_values_and_gradients(B, h, w, pattern, margin):
+    _, emb, _, lab = _inputs(B, 2, h, w, pattern=pattern)
+    ours = stretched_feature_loss(emb, lab, margin)
+    ref = sfl_loop(emb, lab, margin)
+    assert ours.item() == pytest.approx(float(ref.detach()), rel=1e-5, abs=1e-6)
+    if ref.requires_grad:
+        (g1,) = torch.autograd.grad(ours, emb)
+        (g2,) = torch.autograd.grad(ref, emb)
+        torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-5)
+    else:
+        assert ours.item() == 0.0
+
+
+def test_single_class_energy_is_papers_formula():
+    emb = torch.randn(1, 5, 2, 3)
+    lab = torch.zeros(1, 1, 2, 3, dtype=torch.bool)
+    lab[0, 0, 0, 0] = lab[0, 0, 1, 2] = True
+    e = semantic_energy(emb, lab)[0, 0]
+    f = emb[0].flatten(1).T
+    A = [0, 5]
+    for i in range(6):
+        want = 1.0 if i in A else 1 - sum((1 + torch.cosine_similarity(f[i], f[j], 0)) / 2 for j in A) / 2
+        assert e.flatten()[i].item() == pytest.approx(float(want), abs=1e-6)
+
+
+def test_gradients_flow_into_embedding_through_energy():
+    logits, emb, target, lab = _inputs(2, 1, 4, 4, pattern="one")
+    loss = _sel(logits, emb, target, lab)
+    (g,) = torch.autograd.grad(loss, emb)
+    assert g.abs().sum() > 0
+    # detached energy: no gradient into the embedding from SEL
+    loss = DetectionLoss("sel", detach_energy=True)(logits, emb, target, lab)["loss"]
+    (g,) = torch.autograd.grad(loss, emb, allow_unused=True)
+    assert g is None or g.abs().sum() == 0
+
+
+@pytest.mark.parametrize("pattern", ["none", "one", "all"])
+@pytest.mark.parametrize("name", ["ce", "const", "pu", "sel", "sel_sfl"])
+def test_no_nan_for_edge_label_patterns_and_zero_embeddings(name, pattern):
+    logits, emb, target, lab = _inputs(2, 2, 3, 3, pattern=pattern)
+    zero = torch.zeros_like(emb, requires_grad=True)
+    for e in (emb, zero):
+        out = DetectionLoss(name)(logits, e, target, lab)
+        loss = out["loss"]
+        assert torch.isfinite(loss)
+        grads = torch.autograd.grad(loss, [logits, e], allow_unused=True)
+        for g in grads:
+            assert g is None or torch.isfinite(g).all()
+
+
+def test_collapsed_embeddings_give_finite_sfl_gradient():
+    emb = torch.ones(1, 4, 3, 3, requires_grad=True)
+    lab = torch.zeros(1, 1, 3, 3, dtype=torch.bool)
+    lab[0, 0, 0, 0] = True
+    loss = stretched_feature_loss(emb, lab)
+    (g,) = torch.autograd.grad(loss, emb)
+    assert torch.isfinite(loss) and torch.isfinite(g).all()
+    assert loss.item() == pytest.approx(1 / 9 * math.exp(10), rel=1e-4)
+
+
+@pytest.mark.parametrize("name", ["ce", "const", "sel", "sel_sfl", "pu"])
+def test_bf16_autocast_is_finite(name):
+    logits, emb, target, lab = _inputs(2, 1, 4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = DetectionLoss(name)(logits.bfloat16(), emb.bfloat16(), target, lab)["loss"]
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+
+
+def test_ce_and_const_weights():
+    logits, emb, target, lab = _inputs(2, 1, 4, 4, pattern="one")
+    ce = DetectionLoss("ce", lambda1=1.0)(logits, emb, target, lab)["loss"]
+    assert ce.item() == pytest.approx(weighted_cross_entropy(logits, target).item())
+    # const weight 1.0 is plain CE; a smaller weight lowers the loss
+    c1 = DetectionLoss("const", lambda1=1.0, const_weight=1.0)(logits, emb, target, lab)["loss"]
+    c4 = DetectionLoss("const", lambda1=1.0, const_weight=0.4)(logits, emb, target, lab)["loss"]
+    assert c1.item() == pytest.approx(ce.item(), rel=1e-6)
+    assert c4.item() < ce.item()
+
+
+def test_sel_sfl_total_is_lambda_combination_and_warmup():
+    logits, emb, target, lab = _inputs(2, 1, 4, 4)
+    out = DetectionLoss("sel_sfl", lambda1=2.0, lambda2=0.05)(logits, emb, target, lab)
+    assert out["loss"].item() == pytest.approx(2.0 * out["pixel"].item() + 0.05 * out["sfl"].item(), rel=1e-6)
+    warm = DetectionLoss("sel_sfl", sfl_warmup_steps=100)(logits, emb, target, lab, step=25)
+    assert warm["loss"].item() == pytest.approx(2.0 * out["pixel"].item() + 0.05 * 0.25 * out["sfl"].item(), rel=1e-6)
+
+
+def test_unknown_loss_name_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown loss 'foo'"):
+        DetectionLoss("foo")
