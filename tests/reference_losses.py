@@ -63,3 +63,30 @@ def sfl_loop(embedding, labelled, margin=10.0):
                 vals.append(torch.exp(-(d - margin)))
         total = total + len(A) / N * torch.stack(vals).mean()
     return total / B if torch.is_tensor(total) else torch.tensor(0.0)
+
+
+def sel_sfl_per_image(logits, embedding, target, labelled, lambda1=2.0, lambda2=0.05, margin=10.0):
+    """SEL + SFL the way the reference code computes them: a Python loop over the
+    batch, a full N x N cosine-similarity matrix per image (single class)."""
+    B, C1, H, W = logits.shape
+    P = torch.softmax(logits.float(), dim=1)
+    sel = 0.0
+    sfl = 0.0
+    for b in range(B):
+        f = embedding[b].float().flatten(1).T  # (N, D)
+        N = f.shape[0]
+        a = labelled[b].flatten(1).any(0)  # (N,)
+        unit = F.normalize(f, dim=1, eps=1e-12)
+        sim = (1 + unit @ unit.T) / 2  # (N, N)
+        if a.any():
+            e = 1 - (sim * a.float()).sum(1) / a.float().sum()
+            e = torch.where(a, torch.ones_like(e), e)
+            d = torch.sqrt(((f[:, None] - f[None]) ** 2).sum(-1).clamp_min(1e-12))  # (N, N)
+            pair = a.float()[:, None] * (~a).float()[None]
+            if pair.sum() > 0:
+                sfl = sfl + a.float().sum() / N * (torch.exp(-(d - margin)) * pair).sum() / pair.sum()
+        else:
+            e = torch.ones(N)
+        E = F.interpolate(e.view(1, 1, *embedding.shape[-2:]), size=(H, W), mode="bilinear", align_corners=False)[0]
+        sel = sel + (E * (-target[b] * torch.log(P[b].clamp(1e-10, 1)))).sum(0).mean()
+    return lambda1 * sel / B + lambda2 * sfl / B

@@ -138,3 +138,12 @@ def test_sel_sfl_total_is_lambda_combination_and_warmup():
 def test_unknown_loss_name_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown loss 'foo'"):
         DetectionLoss("foo")
+
+
+def test_per_image_matrix_transcription_agrees_too():
+    from reference_losses import sel_sfl_per_image
+
+    logits, emb, target, lab = _inputs(3, 1, 4, 4)
+    ours = DetectionLoss("sel_sfl")(logits, emb, target, lab)["loss"]
+    ref = sel_sfl_per_image(logits, emb, target, lab)
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-5)

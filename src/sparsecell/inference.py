@@ -80,3 +80,35 @@ def filter_scores(points: Points, threshold: float) -> Points:
     when ``points`` came from ``find_peaks`` at a lower one (peak suppression only
     depends on stronger peaks), so a threshold sweep needs one peak search."""
     return points.subset(points.scores > threshold)
+
+
+# ---------------------------------------------------------------------------------------
+# Running a model
+# ---------------------------------------------------------------------------------------
+def to_tensor(image: np.ndarray) -> "torch.Tensor":
+    """uint8 RGB (H, W, 3) -> float (3, H, W), normalised with mean = std = 0.5."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+
+
+def pad_to_multiple(x: "torch.Tensor", stride: int) -> "torch.Tensor":
+    """Pad (..., H, W) at the bottom/right by reflection up to multiples of ``stride``."""
+    import torch.nn.functional as F
+
+    H, W = x.shape[-2:]
+    ph, pw = (-H) % stride, (-W) % stride
+    if ph == 0 and pw == 0:
+        return x
+    mode = "reflect" if ph < H and pw < W else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+def predict_heatmap(model, images: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
+    """Softmax heatmaps (B, C+1, H, W) and node embeddings of normalised images
+    (B, 3, H, W) of any size: padded to the model's stride, cropped back."""
+    import torch
+
+    H, W = images.shape[-2:]
+    out = model(pad_to_multiple(images, model.stride))
+    return torch.softmax(out.logits.float(), dim=1)[..., :H, :W], out.embedding

@@ -233,10 +233,12 @@ def _resolve_labels(raw: list, classes: Sequence[str] | None, path: Path, where:
 
 
 def read_csv(path: str | Path, classes: Sequence[str] | None = None) -> Points:
-    """Read points from a CSV with a header ``x,y`` and an optional ``label`` column.
+    """Read points from a CSV with a header ``x,y`` and optional ``label`` and ``score`` columns.
 
     ``label`` is a class name or an integer index into ``classes``. Without a label
-    column every point is of the single class ``classes[0]`` (default ``"tumour"``).
+    column (or with an empty one) every point is of the single class ``classes[0]``
+    (default ``"tumour"``). A ``score`` column (as :func:`write_csv` writes for
+    detections) becomes ``Points.scores``.
     """
     path = Path(path)
     _check_exists(path)
@@ -248,7 +250,8 @@ def read_csv(path: str | Path, classes: Sequence[str] | None = None) -> Points:
                 raise AnnotationError(f"{path}: CSV header must contain 'x' and 'y' columns, found {reader.fieldnames}")
             keys = {h.strip().lower(): h for h in reader.fieldnames}
             label_key = keys.get("label") or keys.get("class")
-            xy, raw = [], []
+            score_key = keys.get("score")
+            xy, raw, scores = [], [], []
             for lineno, row in enumerate(reader, start=2):
                 try:
                     xy.append((float(row[keys["x"]]), float(row[keys["y"]])))
@@ -256,14 +259,20 @@ def read_csv(path: str | Path, classes: Sequence[str] | None = None) -> Points:
                     raise AnnotationError(
                         f"{path}: line {lineno}: x={row.get(keys['x'])!r}, y={row.get(keys['y'])!r} are not numbers"
                     ) from None
-                raw.append(row.get(label_key) if label_key else None)
+                label = row.get(label_key) if label_key else None
+                raw.append(None if label is None or not str(label).strip() else label)
+                if score_key:
+                    try:
+                        scores.append(float(row[score_key]))
+                    except (TypeError, ValueError):
+                        raise AnnotationError(f"{path}: line {lineno}: score={row.get(score_key)!r} is not a number") from None
     except UnicodeDecodeError:
         raise AnnotationError(f"{path}: not a text CSV file") from None
     except csv.Error as e:
         raise AnnotationError(f"{path}: malformed CSV: {e}") from None
     xy_arr = _finite_xy(np.array(xy, np.float64).reshape(-1, 2), path)
     labels, classes = _resolve_labels(raw, classes, path, "label")
-    return Points(xy_arr, labels, classes)
+    return Points(xy_arr, labels, classes, np.array(scores, np.float64) if score_key else None)
 
 
 def _polygon_centroid(ring: np.ndarray) -> tuple[float, float]:
@@ -327,6 +336,8 @@ def read_geojson(path: str | Path, classes: Sequence[str] | None = None) -> Poin
                 raise AnnotationError(
                     f"{path}: feature {i} has a {gtype} geometry; only Point, MultiPoint, Polygon and MultiPolygon are read"
                 )
+        except AnnotationError:
+            raise
         except (TypeError, ValueError, IndexError, KeyError):
             raise AnnotationError(f"{path}: feature {i}: malformed {gtype} coordinates") from None
         xy.extend(pts)
@@ -394,7 +405,14 @@ def _read_mat_detection(path: Path) -> np.ndarray:
         return np.zeros((0, 2))
     if arr.ndim != 2 or arr.shape[1] != 2:
         raise AnnotationError(f"{path}: 'detection' has shape {arr.shape}, expected (N, 2) = (x, y)")
-    return _finite_xy(arr, path) - 1.0  # 1-based -> 0-based
+    xy = _finite_xy(arr, path) - 1.0  # 1-based -> 0-based
+    # MATLAB clicks are continuous: a 1-based value in (0, 1) is a nucleus cut by the
+    # top or left edge, clicked up to one pixel outside (CRCHisto has 9 such points,
+    # down to 0.15). Its mirror, a value in (W, W + 1), already maps inside, so clamp
+    # the lower side to the edge; anything further out is left for check_inside.
+    edge = (xy < 0) & (xy >= -1)
+    xy[edge] = 0.0
+    return xy
 
 
 def _crchisto_dir(root: Path, name: str, kind: str) -> Path:
@@ -510,7 +528,7 @@ def write_csv(points: Points, path: str | Path) -> Path:
     for i in range(len(points)):
         row = [repr(float(points.xy[i, 0])), repr(float(points.xy[i, 1])), points.classes[points.labels[i]]]
         if has_scores:
-            row.append(f"{points.scores[i]:.6g}")
+            row.append(repr(float(points.scores[i])))
         w.writerow(row)
     _atomic_write_text(path, buf.getvalue())
     return path
