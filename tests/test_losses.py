@@ -147,3 +147,15 @@ def test_per_image_matrix_transcription_agrees_too():
     ours = DetectionLoss("sel_sfl")(logits, emb, target, lab)["loss"]
     ref = sel_sfl_per_image(logits, emb, target, lab)
     assert ours.item() == pytest.approx(ref.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+@pytest.mark.parametrize("hw,size", [((3, 4), (12, 16)), ((5, 5), (160, 160)), ((2, 3), (7, 11))])
+def test_energy_map_equals_interpolate(mode, hw, size):
+    from sparsecell.losses import energy_map
+
+    e = torch.rand(2, 2, *hw)
+    full = torch.cat([e.amin(1, keepdim=True), e], 1)
+    kw = {"align_corners": False} if mode == "bilinear" else {}
+    want = torch.nn.functional.interpolate(full, size=size, mode=mode, **kw)
+    torch.testing.assert_close(energy_map(e, size, mode), want, rtol=1e-5, atol=1e-6)

@@ -38,6 +38,7 @@ __all__ = [
     "pu_risk",
     "DetectionLoss",
     "LOSSES",
+    "DEFAULT_LOSS",
 ]
 
 _LOG_EPS = math.log(1e-10)
@@ -75,6 +76,24 @@ def semantic_energy(embedding: torch.Tensor, labelled: torch.Tensor) -> torch.Te
     return e.view(B, -1, h, w)
 
 
+def _interp_matrix(n_out: int, n_in: int, mode: str, device) -> torch.Tensor:
+    """(n_out, n_in) matrix M with M @ v = 1-D interpolation of v, matching
+    ``F.interpolate`` (bilinear with align_corners=False, or nearest)."""
+    scale = n_in / n_out
+    dst = torch.arange(n_out, dtype=torch.float64)
+    M = torch.zeros(n_out, n_in, dtype=torch.float64)
+    if mode == "nearest":
+        M[torch.arange(n_out), (dst * scale).floor().long().clamp_max(n_in - 1)] = 1.0
+    else:
+        src = ((dst + 0.5) * scale - 0.5).clamp_min(0.0)
+        i0 = src.floor().long().clamp_max(n_in - 1)
+        i1 = (i0 + 1).clamp_max(n_in - 1)
+        lam = src - i0
+        M.index_put_((torch.arange(n_out), i0), 1.0 - lam, accumulate=True)
+        M.index_put_((torch.arange(n_out), i1), lam, accumulate=True)
+    return M.to(device=device, dtype=torch.float32)
+
+
 def energy_map(node_energy: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
     """Pixel weights E, (B, C+1, H, W), from class node energies (B, C, h, w).
 
@@ -82,11 +101,16 @@ def energy_map(node_energy: torch.Tensor, size: tuple[int, int], mode: str = "bi
     the smallest class energy at that node: the background target of an
     unlabelled region that looks like any annotated class is what sparse
     annotation makes unreliable. With one class both channels equal the paper's E.
+
+    The upsampling equals ``F.interpolate`` (bilinear, align_corners=False, or
+    nearest) but is done as two small matrix products, separably: its backward pass
+    is then a matrix product too, far cheaper on CPU than interpolate's scatter.
     """
-    e = torch.cat([node_energy.amin(1, keepdim=True), node_energy], dim=1)
-    if mode == "nearest":
-        return F.interpolate(e, size=size, mode="nearest")
-    return F.interpolate(e, size=size, mode="bilinear", align_corners=False)
+    e = torch.cat([node_energy.amin(1, keepdim=True), node_energy], dim=1).float()  # (B, C+1, h, w)
+    h, w = e.shape[-2:]
+    Mh = _interp_matrix(size[0], h, mode, e.device)  # (H, h)
+    Mw = _interp_matrix(size[1], w, mode, e.device)  # (W, w)
+    return torch.matmul(torch.matmul(Mh, e), Mw.T)  # (B, C+1, H, W)
 
 
 def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -153,6 +177,9 @@ def pu_risk(logits: torch.Tensor, target: torch.Tensor, prior: float | None = No
     r_unl_neg = (wunl * l_neg).sum() / nu
     return prior_t * r_pos + torch.clamp(r_unl_neg - prior_t * r_pos_neg, min=0.0)
 
+
+#: sparsecell's default sparse method (the evidence issue decides; the paper's by name).
+DEFAULT_LOSS = "sel_sfl"
 
 #: The losses by name; ``role`` says which are baselines and which are ours.
 LOSSES = {

@@ -1,0 +1,195 @@
+"""The ``sparsecell`` command: train, evaluate, predict, demo.
+
+Each subcommand is a thin wrapper of the Python API (:func:`sparsecell.train.train`,
+:class:`sparsecell.inference.Detector`, :func:`sparsecell.inference.evaluate`).
+Errors in the user's input print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from .errors import SparsecellError
+
+EXAMPLES = {
+    "train": "example:\n  sparsecell train configs/crchisto.yaml data.root=../shared/data/crchisto data.keep=0.25 loss.name=sel_sfl",
+    "evaluate": "example:\n  sparsecell evaluate runs/train/checkpoints/best.ckpt ../shared/data/crchisto --split test --radius 6",
+    "predict": "example:\n  sparsecell predict runs/train/checkpoints/best.ckpt slide_tile1.png slide_tile2.png --out predictions/",
+    "demo": "example:\n  sparsecell demo            # synthetic IHC tiles, 25% labels, CE vs const vs SEL+SFL",
+}
+
+
+def _write_json(obj, path: Path) -> Path:
+    from .points import _atomic_write_text
+
+    _atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+    return path
+
+
+def _detect_source(root: Path) -> str:
+    """Guess the dataset kind of a folder."""
+    if (root / "annotations").is_dir() and (root / "images").is_dir():
+        return "bcdata"
+    if any(root.glob("**/img*_detection.mat")):
+        return "crchisto"
+    if any(p.suffix.lower() == ".json" for p in root.glob("*")) and not any(root.glob("*.geojson")):
+        return "shidc"
+    return "folder"
+
+
+# ---------------------------------------------------------------------------------------
+def cmd_train(args) -> int:
+    from .config import load_config
+    from .train import train
+
+    cfg = load_config(args.config, args.overrides)
+    if args.out:
+        cfg.train.out_dir = args.out
+    r = train(cfg, resume=args.resume)
+    print(f"best validation F1 {r.val_f1:.3f} at threshold {r.threshold:g}")
+    print(f"wrote {r.best_checkpoint} (best), {r.last_checkpoint} (last), {r.out_dir / 'config.yaml'}, logs in {r.out_dir / 'logs'}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .data import open_dataset
+    from .inference import Detector, evaluate
+    from .report import results_table
+
+    det = Detector.from_checkpoint(args.checkpoint, device=args.device)
+    root = Path(args.data)
+    source = args.source or _detect_source(root)
+    kw = {"mode": args.mode} if source == "crchisto" else {}
+    ds = open_dataset(source, root, args.split, **kw)
+    samples = [ds[i] for i in _progress(range(len(ds)), "loading")]
+    res = evaluate(det, samples, radius=args.radius, threshold=args.threshold)
+    res.update({"checkpoint": str(args.checkpoint), "data": str(root), "source": source, "split": args.split})
+    rows = {k: dict(res[k], threshold=res["threshold"], ap=res["ap"] if k == "all" else float("nan"))
+            for k in list(det.classes) + (["all"] if len(det.classes) > 1 else [])}  # fmt: skip
+    print(results_table(rows))
+    print(f"micro = TP/FP/FN summed over {res['n_images']} images; per image = P and R averaged over images; "
+          f"radius {res['radius_px']:g} px; F1 at 0.7: {res['f1_at']['0.7']:.3f}, at 0.5: {res['f1_at']['0.5']:.3f}")  # fmt: skip
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent.parent / f"evaluate_{source}_{args.split or 'all'}.json"
+    _write_json(res, out)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .data import read_image
+    from .inference import Detector
+    from .points import write_csv, write_geojson
+    from .report import overlay, save_png
+
+    det = Detector.from_checkpoint(args.checkpoint, device=args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"checkpoint": str(args.checkpoint), "threshold": args.threshold or det.threshold, "images": {}}
+    seen = set()
+    for path in _progress([Path(p) for p in args.images], "predicting"):
+        stem = path.stem
+        if stem in seen:
+            raise SparsecellError(f"{path}: two input images share the name {stem!r}; outputs would overwrite each other")
+        seen.add(stem)
+        img = read_image(path)
+        pts = det.predict(img, args.threshold)
+        write_csv(pts, out / f"{stem}.csv")
+        write_geojson(pts, out / f"{stem}.geojson")
+        if not args.no_overlay:
+            save_png(overlay(img, pts), out / f"{stem}_overlay.png")
+        counts = pts.counts()
+        entry = {"cells": len(pts), "counts": counts}
+        if set(det.classes) >= {"positive", "negative"}:
+            n = counts["positive"] + counts["negative"]
+            entry["ki67_index"] = counts["positive"] / n if n else None
+        summary["images"][stem] = entry
+        ki = f", Ki-67 index {entry['ki67_index']:.3f}" if entry.get("ki67_index") is not None else ""
+        print(f"{path}: {len(pts)} cells {counts}{ki}")
+    _write_json(summary, out / "summary.json")
+    print(f"wrote points (CSV, QuPath GeoJSON){'' if args.no_overlay else ', overlays'} and summary.json for {len(seen)} images to {out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(args.out), quick=args.quick, methods=args.methods)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+def _progress(it, desc: str):
+    try:
+        from tqdm import tqdm
+
+        return tqdm(it, desc=desc, disable=not sys.stderr.isatty(), leave=False)
+    except ImportError:
+        return it
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sparsecell",
+        description="Tumour-cell detection from sparse point annotations (Semantic Energy Loss on a ViG detector).",
+        epilog="Run 'sparsecell COMMAND --help' for each command's options and an example.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    t = sub.add_parser("train", help="train a detector from a YAML config", epilog=EXAMPLES["train"], formatter_class=fmt)
+    t.add_argument("config", nargs="?", help="YAML config (omit for the defaults: synthetic data)")
+    t.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. loss.name=ce data.keep=0.1")
+    t.add_argument("--out", help="output folder (train.out_dir)")
+    t.add_argument("--resume", nargs="?", const="last", help="continue from a checkpoint (default: OUT/checkpoints/last.ckpt)")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="P/R/F1 of a checkpoint on annotated data", epilog=EXAMPLES["evaluate"], formatter_class=fmt)
+    e.add_argument("checkpoint")
+    e.add_argument("data", help="dataset folder (CRCHisto, BCData, SHIDC, or images with same-stem CSV/GeoJSON)")
+    e.add_argument("--source", choices=["crchisto", "bcdata", "shidc", "folder"], help="dataset kind (default: guessed)")
+    e.add_argument("--split", help="split folder, e.g. test")
+    e.add_argument("--mode", default="detection", help="CRCHisto: detection or classes")
+    e.add_argument("--radius", type=float, help="matching radius in px (default: the checkpoint's)")
+    e.add_argument("--threshold", type=float, help="detection threshold (default: chosen on validation, in the checkpoint)")
+    e.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    e.add_argument("--out", help="JSON file to write")
+    e.set_defaults(func=cmd_evaluate)
+
+    pr = sub.add_parser("predict", help="find cells in images; write CSV, QuPath GeoJSON, overlays", epilog=EXAMPLES["predict"], formatter_class=fmt)
+    pr.add_argument("checkpoint")
+    pr.add_argument("images", nargs="+")
+    pr.add_argument("--out", required=True, help="output folder")
+    pr.add_argument("--threshold", type=float, help="detection threshold (default: the checkpoint's)")
+    pr.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    pr.add_argument("--no-overlay", action="store_true", help="skip the overlay PNGs")
+    pr.set_defaults(func=cmd_predict)
+
+    d = sub.add_parser("demo", help="the main job: CE vs const vs SEL+SFL on synthetic IHC tiles with 25%% of the labels",
+                       epilog=EXAMPLES["demo"], formatter_class=fmt)  # fmt: skip
+    d.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    d.add_argument("--quick", action="store_true", help="a much shorter run (for tests)")
+    d.add_argument("--methods", nargs="+", help="methods to train (default: ce const sel_sfl and the default method)")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning")
+    try:
+        return args.func(args)
+    except SparsecellError as e:
+        print(f"sparsecell {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"sparsecell {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

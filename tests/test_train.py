@@ -1,0 +1,130 @@
+"""End to end: train, checkpoint, reload, predict, evaluate, CLI, resume, DDP."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from sparsecell.cli import main
+from sparsecell.config import load_config
+from sparsecell.data import Sample
+from sparsecell.errors import CheckpointError, ConfigError
+from sparsecell.inference import Detector, evaluate
+from sparsecell.points import read_csv, read_geojson
+from sparsecell.report import save_png
+from sparsecell.synthetic import SyntheticConfig, synthetic_dataset
+from sparsecell.train import train
+
+TINY = [
+    "data.synthetic_train=3",
+    "data.synthetic_val=2",
+    "data.synthetic_size=128",
+    "data.crop=64",
+    "data.crops_per_image=2",
+    "model.dim=32",
+    "model.depth=2",
+    "train.batch_size=2",
+    "train.epochs=1",
+    "train.progress_bar=false",
+]
+
+
+def _cfg(tmp_path, *extra):
+    return load_config(None, TINY + [f"train.out_dir={tmp_path / 'run'}", *extra])
+
+
+def test_train_reload_predict_evaluate_and_cli_outputs(tmp_path):
+    r = train(_cfg(tmp_path, "loss.name=sel_sfl"), quiet=True)
+    assert r.best_checkpoint.is_file() and r.last_checkpoint.is_file()
+    assert (r.out_dir / "config.yaml").is_file() and (r.out_dir / "logs" / "metrics.csv").is_file()
+    det = Detector.from_checkpoint(r.best_checkpoint, device="cpu")  # the checkpoint alone
+    assert det.classes == ("positive", "negative")
+    assert det.threshold == pytest.approx(r.threshold, abs=1e-4)
+    img, pts = synthetic_dataset(1, seed=9, config=SyntheticConfig(size=128))[0][:2]
+    found = det.predict(img, threshold=0.01)
+    assert found.scores is not None and found.classes == det.classes
+    ev = evaluate(det, [Sample(img, pts, "t")])
+    assert {"all", "positive", "negative", "ap", "f1_at"} <= set(ev)
+    assert 0.0 <= ev["all"]["f1"] <= 1.0
+
+    # CLI predict: CSV + GeoJSON the readers read back, overlay, summary with the Ki-67 index
+    save_png(img, tmp_path / "tile.png")
+    rc = main(["predict", str(r.best_checkpoint), str(tmp_path / "tile.png"), "--out", str(tmp_path / "pred"), "--threshold", "0.01", "--device", "cpu"])
+    assert rc == 0
+    want = det.predict(img, threshold=0.01)
+    for back in (read_csv(tmp_path / "pred" / "tile.csv", det.classes), read_geojson(tmp_path / "pred" / "tile.geojson", det.classes)):
+        np.testing.assert_allclose(back.xy, want.xy)
+        np.testing.assert_array_equal(back.labels, want.labels)
+    assert (tmp_path / "pred" / "tile_overlay.png").is_file()
+    summary = json.loads((tmp_path / "pred" / "summary.json").read_text())
+    assert summary["images"]["tile"]["cells"] == len(want)
+    assert "ki67_index" in summary["images"]["tile"]
+
+    # CLI evaluate on a folder of images with same-stem CSV files
+    data = tmp_path / "data"
+    data.mkdir()
+    save_png(img, data / "a.png")
+    from sparsecell.points import write_csv
+
+    write_csv(pts, data / "a.csv")
+    rc = main(["evaluate", str(r.best_checkpoint), str(data), "--device", "cpu", "--out", str(tmp_path / "ev.json")])
+    assert rc == 0
+    ev2 = json.loads((tmp_path / "ev.json").read_text())
+    assert ev2["all"]["tp"] == ev["all"]["tp"]
+
+
+def test_new_run_refuses_to_overwrite_checkpoints(tmp_path):
+    cfg = _cfg(tmp_path, "loss.name=ce")
+    train(cfg, quiet=True)
+    before = (tmp_path / "run" / "checkpoints" / "last.ckpt").read_bytes()
+    with pytest.raises(ConfigError, match="already holds checkpoints"):
+        train(cfg, quiet=True)
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").read_bytes() == before
+
+
+class _StartStep(L.Callback):
+    def on_train_start(self, trainer, pl_module):
+        self.start = (trainer.global_step, trainer.current_epoch)
+
+
+def test_resume_continues_from_the_same_step(tmp_path):
+    r1 = train(_cfg(tmp_path, "loss.name=ce"), quiet=True)
+    steps = torch.load(r1.last_checkpoint, weights_only=True)["global_step"]
+    assert steps > 0
+    probe = _StartStep()
+    r2 = train(_cfg(tmp_path, "loss.name=ce", "train.epochs=2"), resume="last", quiet=True, callbacks=[probe])
+    assert probe.start == (steps, 1)
+    assert torch.load(r2.last_checkpoint, weights_only=True)["global_step"] == 2 * steps
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["predict", str(tmp_path / "nope.ckpt"), "x.png", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "nope.ckpt: checkpoint not found" in err
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="bad.ckpt"):
+        Detector.from_checkpoint(bad)
+    assert main(["train", "--out", str(tmp_path / "r"), "loss.nam=ce"]) == 2
+    assert "unknown key 'nam'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_train_and_save_one_checkpoint(tmp_path):
+    exe = Path(sys.executable).parent / "sparsecell"
+    out = tmp_path / "ddp"
+    cmd = [str(exe), "train", *TINY, "train.epochs=1", "train.strategy=ddp", "train.devices=2", "train.accelerator=cpu",
+           f"train.out_dir={out}"]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ckpts = sorted(p.name for p in (out / "checkpoints").glob("*.ckpt"))
+    assert ckpts == ["best.ckpt", "last.ckpt"]
+    assert "wrote" in proc.stdout.strip().splitlines()[-1]
+    Detector.from_checkpoint(out / "checkpoints" / "best.ckpt", device="cpu")
