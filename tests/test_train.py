@@ -42,7 +42,7 @@ def _cfg(tmp_path, *extra):
 def test_train_reload_predict_evaluate_and_cli_outputs(tmp_path):
     r = train(_cfg(tmp_path, "loss.name=sel_sfl"), quiet=True)
     assert r.best_checkpoint.is_file() and r.last_checkpoint.is_file()
-    assert (r.out_dir / "config.yaml").is_file() and (r.out_dir / "logs" / "metrics.csv").is_file()
+    assert (r.out_dir / "config.yaml").is_file() and list((r.out_dir / "logs").glob("version_*/metrics.csv"))
     det = Detector.from_checkpoint(r.best_checkpoint, device="cpu")  # the checkpoint alone
     assert det.classes == ("positive", "negative")
     assert det.threshold == pytest.approx(r.threshold, abs=1e-4)

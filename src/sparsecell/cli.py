@@ -47,12 +47,15 @@ def cmd_train(args) -> int:
     from .config import load_config
     from .train import train
 
-    cfg = load_config(args.config, args.overrides)
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config and not Path(config).is_file():
+        config, overrides = None, [config] + overrides  # no config file: only overrides
+    cfg = load_config(config, overrides)
     if args.out:
         cfg.train.out_dir = args.out
     r = train(cfg, resume=args.resume)
     print(f"best validation F1 {r.val_f1:.3f} at threshold {r.threshold:g}")
-    print(f"wrote {r.best_checkpoint} (best), {r.last_checkpoint} (last), {r.out_dir / 'config.yaml'}, logs in {r.out_dir / 'logs'}")
+    print(f"wrote {r.best_checkpoint} (best), {r.last_checkpoint} (last), {r.out_dir / 'config.yaml'}; logs in {r.out_dir / 'logs'}")
     return 0
 
 

@@ -89,7 +89,10 @@ def to_tensor(image: np.ndarray) -> "torch.Tensor":
     """uint8 RGB (H, W, 3) -> float (3, H, W), normalised with mean = std = 0.5."""
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+    arr = np.ascontiguousarray(image)
+    if not arr.flags.writeable:
+        arr = arr.copy()
+    return torch.from_numpy(arr).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
 
 
 def pad_to_multiple(x: "torch.Tensor", stride: int) -> "torch.Tensor":

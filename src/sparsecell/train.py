@@ -219,12 +219,12 @@ class _EpochSeed(L.Callback):
 def _loggers(out: Path):
     from lightning.pytorch.loggers import CSVLogger
 
-    loggers = [CSVLogger(out, name="logs", version="")]
+    loggers = [CSVLogger(out, name="logs")]  # logs/version_N: a resumed run adds a version
     try:
         import tensorboard  # noqa: F401
         from lightning.pytorch.loggers import TensorBoardLogger
 
-        loggers.append(TensorBoardLogger(out, name="tb", version=""))
+        loggers.append(TensorBoardLogger(out, name="tb"))
     except ImportError:
         pass
     return loggers
