@@ -159,3 +159,19 @@ def test_energy_map_equals_interpolate(mode, hw, size):
     kw = {"align_corners": False} if mode == "bilinear" else {}
     want = torch.nn.functional.interpolate(full, size=size, mode=mode, **kw)
     torch.testing.assert_close(energy_map(e, size, mode), want, rtol=1e-5, atol=1e-6)
+
+
+def test_teacher_weight_spares_cells_the_teacher_finds():
+    logits, emb, target, lab = _inputs(1, 1, 2, 2, s=4, pattern="one")  # node (1, 1) labelled
+    q = torch.zeros(1, 8, 8)
+    q[0, :4, :4] = 1.0  # teacher sure of a cell in node (0, 0), unlabelled
+    q[0, 4:, 4:] = 1.0  # and in node (1, 1), which is labelled
+    loss = DetectionLoss("teacher", teacher_floor=0.0, teacher_warmup_steps=0)
+    E = loss.weights(emb, lab, (8, 8), q)
+    assert torch.all(E[0, 0, :4, :4] == 0.0)  # background ignored where the teacher finds a cell
+    assert torch.all(E[0, 0, 4:, 4:] == 1.0)  # labelled node: full weight
+    assert torch.all(E[0, 0, :4, 4:] == 1.0)  # teacher finds nothing: full weight
+    assert torch.all(E[0, 1:] == 1.0)  # class channels untouched
+    # during warm-up the loss is plain cross-entropy
+    warm = DetectionLoss("teacher", lambda1=1.0, teacher_warmup_steps=10)(logits, emb, target, lab, step=3, teacher_fg=q)
+    assert warm["loss"].item() == pytest.approx(weighted_cross_entropy(logits, target).item())

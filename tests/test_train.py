@@ -128,3 +128,14 @@ def test_ddp_two_cpu_processes_train_and_save_one_checkpoint(tmp_path):
     assert ckpts == ["best.ckpt", "last.ckpt"]
     assert "wrote" in proc.stdout.strip().splitlines()[-1]
     Detector.from_checkpoint(out / "checkpoints" / "best.ckpt", device="cpu")
+
+
+def test_teacher_is_an_ema_of_the_model(tmp_path):
+    r = train(_cfg(tmp_path, "loss.name=teacher", "loss.teacher_warmup_steps=0", "loss.teacher_decay=0.5"), quiet=True)
+    sd = torch.load(r.last_checkpoint, weights_only=True)["state_dict"]
+    t = {k[len("teacher."):]: v for k, v in sd.items() if k.startswith("teacher.")}
+    m = {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}
+    assert t.keys() == m.keys()
+    diff = [k for k in m if m[k].is_floating_point() and not torch.equal(m[k], t[k])]
+    assert diff  # the teacher lags the model
+    Detector.from_checkpoint(r.last_checkpoint, device="cpu")  # the teacher's weights do not get in the way

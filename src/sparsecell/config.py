@@ -77,6 +77,9 @@ class LossConfig:
     energy_upsample: str = "bilinear"
     pu_prior: float | None = None
     pu_keep: float = 0.25
+    teacher_decay: float = 0.99
+    teacher_warmup_steps: int = 100
+    teacher_floor: float = 0.0
 
 
 @dataclass

@@ -18,6 +18,10 @@ and they differ in the weight E:
 - ``sel``: E = the semantic energy (Xu et al., BIBM 2023);
 - ``sel_sfl``: SEL plus the stretched feature loss (the paper's method).
 
+- ``teacher``: background weight ``1 - (1 - floor) * q`` on unlabelled nodes, with ``q``
+  the foreground probability that a slowly updated (EMA) copy of the model gives
+  the pixel (sparsecell's variant: don't punish cells the model already finds).
+
 ``pu`` (a peer for missing annotations) replaces the weighting by a non-negative
 positive-unlabelled risk estimate instead.
 """
@@ -188,6 +192,7 @@ LOSSES = {
     "pu": "baseline",
     "sel": "ours",
     "sel_sfl": "ours",
+    "teacher": "ours",
 }
 
 
@@ -210,6 +215,9 @@ class DetectionLoss:
         The weight of unlabelled nodes for ``const``.
     energy_upsample : {"bilinear", "nearest"}
     pu_prior, pu_keep : see :func:`pu_risk`.
+    teacher_decay, teacher_warmup_steps, teacher_floor : for ``teacher``: the EMA
+        decay of the teacher's weights, the steps of plain cross-entropy before its
+        weight applies, and the background weight where the teacher is sure of a cell.
     """
 
     name: str = "sel_sfl"
@@ -222,6 +230,9 @@ class DetectionLoss:
     energy_upsample: str = "bilinear"
     pu_prior: float | None = None
     pu_keep: float = 0.25
+    teacher_decay: float = 0.99
+    teacher_warmup_steps: int = 100
+    teacher_floor: float = 0.0
 
     def __post_init__(self) -> None:
         if self.name not in LOSSES:
@@ -230,13 +241,23 @@ class DetectionLoss:
             raise ValueError(f"energy_upsample must be 'bilinear' or 'nearest', got {self.energy_upsample!r}")
 
     @property
+    def needs_teacher(self) -> bool:
+        return self.name == "teacher"
+
+    @property
     def uses_embedding(self) -> bool:
         return self.name in ("sel", "sel_sfl")
 
-    def weights(self, embedding: torch.Tensor, labelled: torch.Tensor, size: tuple[int, int]) -> torch.Tensor | None:
+    def weights(self, embedding: torch.Tensor, labelled: torch.Tensor, size: tuple[int, int],
+                teacher_fg: torch.Tensor | None = None) -> torch.Tensor | None:
         """Pixel weights E (B, C+1, H, W), or None for plain cross-entropy."""
-        if self.name in ("ce", "pu"):
+        if self.name in ("ce", "pu") or (self.name == "teacher" and teacher_fg is None):
             return None
+        if self.name == "teacher":
+            B, C, h, w = labelled.shape
+            lab = F.interpolate(labelled.any(1, keepdim=True).float(), size=size, mode="nearest")  # (B, 1, H, W)
+            bg = torch.where(lab > 0, 1.0, 1.0 - (1.0 - self.teacher_floor) * teacher_fg.float().unsqueeze(1))
+            return torch.cat([bg, torch.ones(B, C, *size, device=bg.device)], dim=1)
         if self.name == "const":
             B, C, h, w = labelled.shape
             any_lab = labelled.any(1, keepdim=True)  # (B, 1, h, w)
@@ -254,11 +275,14 @@ class DetectionLoss:
         target: torch.Tensor,
         labelled: torch.Tensor,
         step: int | None = None,
+        teacher_fg: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         if self.name == "pu":
             loss = self.lambda1 * pu_risk(logits, target, self.pu_prior, self.pu_keep)
             return {"loss": loss, "pixel": loss.detach()}
-        E = self.weights(embedding, labelled, tuple(logits.shape[-2:]))
+        if self.needs_teacher and step is not None and step < self.teacher_warmup_steps:
+            teacher_fg = None
+        E = self.weights(embedding, labelled, tuple(logits.shape[-2:]), teacher_fg)
         pixel = weighted_cross_entropy(logits, target, E)
         loss = self.lambda1 * pixel
         out = {"pixel": pixel.detach()}

@@ -136,6 +136,11 @@ class SparseCellModule(L.LightningModule):
         self.model = build_model(self.cfg.model.size, len(self.classes), **self.cfg.model.overrides())
         self.loss_fn = DetectionLoss(**vars(self.cfg.loss))
         self.register_buffer("threshold", torch.tensor(float(self.cfg.train.threshold)))
+        self.teacher = None
+        if self.loss_fn.needs_teacher:  # an EMA copy of the model, never trained directly
+            import copy
+
+            self.teacher = copy.deepcopy(self.model).requires_grad_(False)
         self.val_points = list(val_points) if val_points is not None else []
         self._val_peaks: dict[int, Points] = {}
 
@@ -145,12 +150,34 @@ class SparseCellModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         x, target, labelled = batch
         out = self.model(x)
-        parts = self.loss_fn(out.logits, out.embedding, target, labelled, step=self.global_step)
+        parts = self.loss_fn(out.logits, out.embedding, target, labelled, step=self.global_step,
+                             teacher_fg=self._teacher_foreground(x))  # fmt: skip
         self.log("train_loss", parts["loss"], prog_bar=True, on_step=True, on_epoch=True, batch_size=len(x))
         for k, v in parts.items():
             if k != "loss":
                 self.log(f"train_{k}", v, on_step=False, on_epoch=True, batch_size=len(x))
         return parts["loss"]
+
+    def _teacher_foreground(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The teacher's foreground probability (B, H, W), spread over a cell's extent."""
+        if self.teacher is None:
+            return None
+        with torch.no_grad():
+            self.teacher.eval()
+            p = torch.softmax(self.teacher(x).logits.float(), dim=1)
+            fg = (1.0 - p[:, :1])
+            k = 2 * int(round(self.cfg.data.sigma)) + 1
+            return torch.nn.functional.max_pool2d(fg, k, stride=1, padding=k // 2)[:, 0]
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.teacher is None:
+            return
+        d = self.loss_fn.teacher_decay
+        with torch.no_grad():
+            for pt, ps in zip(self.teacher.parameters(), self.model.parameters()):
+                pt.lerp_(ps.detach(), 1.0 - d)
+            for bt, bs in zip(self.teacher.buffers(), self.model.buffers()):
+                bt.copy_(bs)
 
     def on_validation_epoch_start(self) -> None:
         self._val_peaks = {}

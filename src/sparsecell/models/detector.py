@@ -126,7 +126,7 @@ class ViGDetector(nn.Module):
         self.blocks = nn.ModuleList(ViGBlock(dim, ks[i], min(i // 4 + 1, max_dilation)) for i in range(depth))
         self.decoder = _Decoder(dim, stem_dims, num_classes + 1, skips)
         embed_dim = embed_dim or max(dim // 4, 8)
-        mid = max((dim * depth) // 4, embed_dim)
+        mid = max(dim, embed_dim)  # concat of K blocks -> dim -> embed_dim
         self.feature_head = nn.Sequential(
             nn.Conv2d(dim * depth, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.GELU(),
             nn.Conv2d(mid, embed_dim, 1, bias=False), nn.BatchNorm2d(embed_dim), nn.GELU(),
