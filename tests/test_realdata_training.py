@@ -13,13 +13,12 @@ def test_short_crchisto_training_learns(shared_data, tmp_path):
     root = shared_data / "crchisto"
     if not root.is_dir():
         pytest.skip("CRCHisto not in the shared data")
-    ids = [f"img{i}" for i in range(1, 100)]
     cfg = load_config(None, [
         "data.source=crchisto", f"data.root={root}", "data.keep=1.0", "data.crop=128", "data.crops_per_image=4",
-        f"data.train_ids={ids}", "train.epochs=6", "train.batch_size=8", "train.lr=0.003", "train.val_every=3",
+        "train.epochs=6", "train.batch_size=8", "train.lr=0.003", "train.val_every=3",
         f"train.out_dir={tmp_path / 'run'}", "train.progress_bar=false", "loss.name=ce",
     ])  # fmt: skip
-    cfg.data.train_ids = sorted({s.image_id for s in load_samples(cfg)[0]})[:16]
+    cfg.data.train_ids = [s.image_id for s in load_samples(cfg)[0]][:16]  # a small, fixed subset
     r = train(cfg, quiet=True)
     det = Detector.from_checkpoint(r.best_checkpoint, device="cpu")
     _, val, _ = load_samples(cfg)

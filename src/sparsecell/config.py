@@ -16,6 +16,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from .errors import ConfigError
+from .losses import DetectionLoss
 
 __all__ = ["DataConfig", "ModelConfig", "LossConfig", "TrainConfig", "Config", "load_config", "apply_overrides"]
 
@@ -63,23 +64,8 @@ class ModelConfig:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "size" and v is not None}
 
 
-@dataclass
-class LossConfig:
-    """See :class:`sparsecell.losses.DetectionLoss`."""
-
-    name: str = "sel_sfl"
-    lambda1: float = 2.0
-    lambda2: float = 0.05
-    margin: float = 10.0
-    sfl_warmup_steps: int = 0
-    detach_energy: bool = False
-    const_weight: float = 0.4
-    energy_upsample: str = "bilinear"
-    pu_prior: float | None = None
-    pu_keep: float = 0.25
-    teacher_decay: float = 0.99
-    teacher_warmup_steps: int = 100
-    teacher_floor: float = 0.0
+#: The loss section is the loss itself: its settings are :class:`DetectionLoss`'s fields.
+LossConfig = DetectionLoss
 
 
 @dataclass
@@ -135,7 +121,12 @@ class Config:
             bad = sorted(set(sec) - fields)
             if bad:
                 raise ConfigError(f"{source}: unknown key {name}.{bad[0]}; known: {sorted(fields)}")
-            parts[name] = klass(**{k: _coerce(klass, k, v, source) for k, v in sec.items()})
+            try:
+                parts[name] = klass(**{k: _coerce(klass, k, v, source) for k, v in sec.items()})
+            except ValueError as e:
+                if isinstance(e, ConfigError):
+                    raise
+                raise ConfigError(f"{source}: {name}: {e}") from None
         return cls(**parts)
 
     def save(self, path: str | Path) -> Path:

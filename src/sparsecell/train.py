@@ -19,7 +19,6 @@ from .config import Config
 from .data import CropDataset, Sample, open_dataset
 from .errors import ConfigError
 from .inference import THRESHOLD_GRID, filter_scores, find_peaks, predict_heatmap, to_tensor
-from .losses import DetectionLoss
 from .metrics import match_points
 from .models import build_model
 from .points import Points
@@ -134,7 +133,7 @@ class SparseCellModule(L.LightningModule):
         self.cfg = Config.from_dict(config)
         self.classes = tuple(classes)
         self.model = build_model(self.cfg.model.size, len(self.classes), **self.cfg.model.overrides())
-        self.loss_fn = DetectionLoss(**vars(self.cfg.loss))
+        self.loss_fn = self.cfg.loss
         self.register_buffer("threshold", torch.tensor(float(self.cfg.train.threshold)))
         self.teacher = None
         if self.loss_fn.needs_teacher:  # an EMA copy of the model, never trained directly

@@ -1,0 +1,55 @@
+import pytest
+
+from sparsecell.config import Config, load_config
+from sparsecell.errors import ConfigError
+from sparsecell.losses import DetectionLoss
+
+
+def test_defaults_and_overrides():
+    c = load_config(None, ["loss.name=ce", "data.keep=0.1", "train.milestones=[0.5,0.9]", "model.dim=32", "loss.pu_prior=0.1"])
+    assert c.loss.name == "ce" and c.data.keep == 0.1 and c.train.milestones == [0.5, 0.9]
+    assert c.model.overrides() == {"dim": 32} and c.loss.pu_prior == 0.1
+    assert isinstance(c.loss, DetectionLoss)
+
+
+def test_yaml_round_trip(tmp_path):
+    c = load_config(None, ["data.source=crchisto", "data.root=/data/crc", "data.val_ids=[a,b]"])
+    path = c.save(tmp_path / "c.yaml")
+    back = load_config(path)
+    assert back.to_dict() == c.to_dict()
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("loss.nme=ce", "unknown key 'nme' in loss"),
+        ("data.keep=abc", "data.keep = 'abc'"),
+        ("data.crop=1.5", "data.crop = 1.5"),
+        ("x=1", "expected section.key=value"),
+        ("optim.lr=1", "unknown section 'optim'"),
+        ("loss.name=foo", "unknown loss 'foo'"),
+    ],
+)
+def test_bad_overrides_are_one_line_errors(override, message):
+    with pytest.raises(ConfigError, match=message) as e:
+        load_config(None, [override])
+    assert "\n" not in str(e.value)
+
+
+def test_bad_yaml_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_config(bad)
+    bad.write_text("data:\n  kep: 0.2\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown key data.kep"):
+        load_config(bad)
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    for f in sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")):
+        assert isinstance(load_config(f), Config)
