@@ -130,7 +130,7 @@ def run_one(args, ds: str, method: str, keep: float, seed: int, fold: int | None
         f"data.crop={args.crop}", f"data.crops_per_image={args.crops_per_image or spec['crops_per_image']}", f"model.size={args.model}",
         f"train.epochs={args.epochs}", f"train.batch_size={args.batch_size}", f"train.lr={args.lr}",
         f"train.val_every={args.val_every}", f"train.radius={spec['radius']}", f"train.seed={seed}",
-        f"train.out_dir={out}", "train.progress_bar=false", f"loss.pu_keep={keep}",
+        f"train.out_dir={out}", "train.progress_bar=false",
     ] + METHODS[method]  # fmt: skip
     if ds == "crchisto":
         ov += ["data.source=crchisto", "data.mode=detection", "data.train_split=train", "data.val_split=validation"]

@@ -134,6 +134,16 @@ class SparseCellModule(L.LightningModule):
         self.classes = tuple(classes)
         self.model = build_model(self.cfg.model.size, len(self.classes), **self.cfg.model.overrides())
         self.loss_fn = self.cfg.loss
+        if self.loss_fn.name == "pu" and self.loss_fn.pu_keep is None and self.loss_fn.pu_prior is None:
+            import dataclasses
+
+            d = self.cfg.data
+            if d.already_sparse:
+                warnings.warn("loss pu: assuming 25% of the cells are annotated; set loss.pu_keep to your estimate")
+                keep = 0.25
+            else:
+                keep = d.keep  # the simulated sparsity is known exactly
+            self.loss_fn = dataclasses.replace(self.loss_fn, pu_keep=keep)
         self.register_buffer("threshold", torch.tensor(float(self.cfg.train.threshold)))
         self.teacher = None
         if self.loss_fn.needs_teacher:  # an EMA copy of the model, never trained directly
