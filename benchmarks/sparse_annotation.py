@@ -307,7 +307,7 @@ def main() -> None:
 
 
 def _write(args, rows, started) -> None:
-    from sparsecell.points import _atomic_write_text
+    from sparsecell.fileio import atomic_write_text
 
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
@@ -322,11 +322,11 @@ def _write(args, rows, started) -> None:
         pairs += [p for m in args.methods if m.startswith("sel") for p in paired(rows, m, "const")]
     doc = {"config": cfg, "version": __version__, "git_commit": commit, "seconds": round(time.time() - started),
            "rows": rows, "paired": pairs}  # fmt: skip
-    _atomic_write_text(args.out, json.dumps(doc, indent=1) + "\n")
+    atomic_write_text(args.out, json.dumps(doc, indent=1) + "\n")
     md = summarise(rows) + "\n\nPaired differences of micro F1 (a - b; 95% t interval over seeds/folds):\n\n"
     md += "\n".join(f"- {p['dataset']} keep {p['keep']}: {p['a']} - {p['b']} = {p['mean_diff']:+.3f}"
                     + (f" ± {p['ci95']:.3f}" if p["ci95"] is not None else "") + f" (n={p['n']})" for p in pairs)  # fmt: skip
-    _atomic_write_text(args.out.with_suffix(".md"), md + "\n")
+    atomic_write_text(args.out.with_suffix(".md"), md + "\n")
     if rows:
         plot(rows, args.out.with_suffix(".png"))
 

@@ -25,9 +25,9 @@ EXAMPLES = {
 
 
 def _write_json(obj, path: Path) -> Path:
-    from .points import _atomic_write_text
+    from .fileio import atomic_write_text
 
-    _atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
     return path
 
 

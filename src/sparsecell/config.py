@@ -130,10 +130,10 @@ class Config:
         return cls(**parts)
 
     def save(self, path: str | Path) -> Path:
-        from .points import _atomic_write_text
+        from .fileio import atomic_write_text
 
         path = Path(path)
-        _atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
         return path
 
 

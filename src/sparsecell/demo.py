@@ -15,7 +15,7 @@ from pathlib import Path
 from .config import Config, load_config
 from .data import Sample
 from .losses import DEFAULT_LOSS
-from .points import _atomic_write_text
+from .fileio import atomic_write_text
 
 __all__ = ["demo_config", "run_demo", "DEMO_METHODS"]
 
@@ -96,10 +96,10 @@ def run_demo(out: Path = Path("runs/demo"), quick: bool = False, methods=None) -
                      "energy": node_energy(energy_det, s.image, sparse), "pred": energy_det.predict(s.image)})  # fmt: skip
     energy_figure(rows, out / "energy_map.png", title="SEL+SFL on synthetic Ki-67 tiles, 25% of the labels")
     table = results_table(results["methods"], DEFAULT_LOSS)
-    _atomic_write_text(out / "results.md", table + "\n")
+    atomic_write_text(out / "results.md", table + "\n")
     import json
 
-    _atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     print()
     print(table)
     print()

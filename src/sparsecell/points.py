@@ -21,6 +21,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .errors import AnnotationError
+from .fileio import atomic_write_text
 
 __all__ = [
     "Points",
@@ -501,21 +502,6 @@ CLASS_COLOURS = [
 ]
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_csv(points: Points, path: str | Path) -> Path:
     """Write ``x,y,label[,score]`` with class names as labels."""
     import io
@@ -530,7 +516,7 @@ def write_csv(points: Points, path: str | Path) -> Path:
         if has_scores:
             row.append(repr(float(points.scores[i])))
         w.writerow(row)
-    _atomic_write_text(path, buf.getvalue())
+    atomic_write_text(path, buf.getvalue())
     return path
 
 
@@ -563,5 +549,5 @@ def write_geojson(points: Points, path: str | Path) -> Path:
             }
         )
     text = json.dumps({"type": "FeatureCollection", "features": feats}, indent=1)
-    _atomic_write_text(path, text)
+    atomic_write_text(path, text)
     return path

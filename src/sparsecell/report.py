@@ -14,22 +14,13 @@ __all__ = ["overlay", "save_png", "energy_figure", "results_table"]
 
 def save_png(image: np.ndarray, path: str | Path) -> Path:
     """Write a uint8 RGB array as PNG, atomically."""
-    import os
-    import tempfile
-
     from PIL import Image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
+    from .fileio import atomic_path
+
+    with atomic_path(path) as tmp:
         Image.fromarray(image).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def overlay(image: np.ndarray, points: Points, truth: Points | None = None, radius: int = 4) -> np.ndarray:
@@ -83,13 +74,12 @@ def energy_figure(rows: Sequence[dict], path: str | Path, title: str = "") -> Pa
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=80)
+    from .fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
     plt.close(fig)
-    tmp.replace(path)
-    return path
+    return Path(path)
 
 
 def results_table(methods: dict[str, dict], default: str | None = None) -> str:
