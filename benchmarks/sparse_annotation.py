@@ -249,6 +249,8 @@ def main() -> None:
     ap.add_argument("--keeps", nargs="+", type=float, default=None)
     ap.add_argument("--seeds", nargs="+", type=int, default=None)
     ap.add_argument("--folds", type=int, default=3, help="BCData folds (k)")
+    ap.add_argument("--fold-per-seed", action="store_true",
+                    help="BCData: seed i uses fold i only (k = number of seeds), instead of every fold per seed")
     ap.add_argument("--model", default="vig_cpu")
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--crop", type=int, default=128)
@@ -288,9 +290,12 @@ def main() -> None:
             ids = bcdata(args.data / ds, "test").ids()
             folds = bcdata_folds(ids, args.folds)
             plan = [(f, folds[f]) for f in folds_used]
+            if args.fold_per_seed:
+                folds = bcdata_folds(ids, len(args.seeds))
         for keep in args.keeps:
             for seed in args.seeds:
-                for fold, split in plan:
+                seed_plan = [(args.seeds.index(seed), folds[args.seeds.index(seed)])] if (ds == "bcdata" and args.fold_per_seed) else plan
+                for fold, split in seed_plan:
                     # at keep 1.0 only cross-entropy differs from nothing: the others reduce to it or need labels missing
                     methods = ["ce"] if keep >= 1.0 else args.methods
                     for m in methods:
