@@ -92,7 +92,7 @@ def cmd_predict(args) -> int:
     det = Detector.from_checkpoint(args.checkpoint, device=args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    summary = {"checkpoint": str(args.checkpoint), "threshold": args.threshold or det.threshold, "images": {}}
+    summary = {"checkpoint": str(args.checkpoint), "threshold": det.threshold if args.threshold is None else args.threshold, "images": {}}
     seen = set()
     for path in _progress([Path(p) for p in args.images], "predicting"):
         stem = path.stem

@@ -19,7 +19,7 @@ from .config import Config
 from .data import CropDataset, Sample, open_dataset
 from .errors import ConfigError
 from .inference import THRESHOLD_GRID, filter_scores, find_peaks, predict_heatmap, to_tensor
-from .metrics import match_points
+from .metrics import score_points
 from .models import build_model
 from .points import Points
 from .targets import sparsify
@@ -203,15 +203,13 @@ class SparseCellModule(L.LightningModule):
         if not self.val_points:
             return
         grid = THRESHOLD_GRID
-        counts = torch.zeros(len(grid), 3, dtype=torch.float64)  # tp, fp, fn per threshold
-        radius = self.cfg.train.radius
-        for i, peaks in self._val_peaks.items():
-            truth = self.val_points[i]
+        counts = torch.zeros(len(grid), 3, dtype=torch.float64)  # tp, fp, fn per threshold (this rank's images)
+        if self._val_peaks:
+            idx = sorted(self._val_peaks)
+            truth = [self.val_points[i] for i in idx]
             for k, thr in enumerate(grid):
-                p = filter_scores(peaks, thr)
-                for c in range(len(self.classes)):
-                    m = match_points(truth.xy[truth.labels == c], p.xy[p.labels == c], radius)
-                    counts[k] += torch.tensor([m.tp, m.fp, m.fn], dtype=torch.float64)
+                a = score_points(truth, [filter_scores(self._val_peaks[i], thr) for i in idx], self.cfg.train.radius)["all"]
+                counts[k] = torch.tensor([a.tp, a.fp, a.fn], dtype=torch.float64)
         counts = self.trainer.strategy.reduce(counts.to(self.device), reduce_op="sum").cpu()
         tp, fp, fn = counts.T
         f1 = (2 * tp / (2 * tp + fp + fn).clamp_min(1)).numpy()
