@@ -139,3 +139,18 @@ def test_teacher_is_an_ema_of_the_model(tmp_path):
     diff = [k for k in m if m[k].is_floating_point() and not torch.equal(m[k], t[k])]
     assert diff  # the teacher lags the model
     Detector.from_checkpoint(r.last_checkpoint, device="cpu")  # the teacher's weights do not get in the way
+
+
+@pytest.mark.slow
+def test_demo_quick_writes_results_and_figures(tmp_path, capsys):
+    assert main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 0
+    res = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert res["default"] in res["methods"]
+    assert {"ce", "const", "sel_sfl"} <= set(res["methods"])
+    for m in res["methods"].values():
+        assert {"precision", "recall", "f1", "threshold"} <= set(m)
+        assert 0.0 <= m["f1"] <= 1.0
+    assert (tmp_path / "demo" / "energy_map.png").stat().st_size > 10_000
+    assert len(list((tmp_path / "demo" / "overlays").glob("*.png"))) == len(res["methods"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith("wrote ") and any(line.startswith("| ce |") for line in out)
