@@ -318,7 +318,7 @@ def train(cfg: Config, resume: str | Path | None = None, quiet: bool = False, ca
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*sync_dist.*")
-        trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
+        trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None, weights_only=True)
     best = Path(callbacks[0].best_model_path) if callbacks[0].best_model_path else ckpt_dir / "last.ckpt"
     score = callbacks[0].best_model_score
     thr = round(float(torch.load(best, map_location="cpu", weights_only=True)["state_dict"]["threshold"]), 4) if best.is_file() else float("nan")
