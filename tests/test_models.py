@@ -52,9 +52,10 @@ def test_k_grows_from_9_to_18_and_dilation_as_vig():
     assert ds == [1, 1, 1, 1, 2, 2, 2, 2]
 
 
-def test_bf16_autocast_forward_cpu():
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_forward_cpu(dtype):
     m = build_model("vig_cpu").eval()
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
         out = m(torch.randn(1, 3, 64, 64))
     assert torch.isfinite(out.logits.float()).all()
 
