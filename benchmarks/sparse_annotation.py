@@ -262,6 +262,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "bench")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "sparse_annotation.json")
     ap.add_argument("--keep-checkpoints", action="store_true")
+    ap.add_argument("--append", action="store_true", help="add the new rows to those already in --out")
     args = ap.parse_args()
     if args.quick:
         args.methods = args.methods or ["ce", "pu", "const", "sel", "sel_sfl", "teacher"]
@@ -278,7 +279,7 @@ def main() -> None:
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
         sys.exit(f"unknown method {unknown[0]!r}; choose from {list(METHODS)}")
-    rows: list[dict] = []
+    rows: list[dict] = json.loads(args.out.read_text())["rows"] if args.append and args.out.is_file() else []
     started = time.time()
     for ds in args.datasets:
         if not (args.data / ds).is_dir():
@@ -319,12 +320,10 @@ def _write(args, rows, started) -> None:
     except OSError:
         commit = ""
     cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    pairs = []
-    for m in args.methods:
-        if m != "ce":
-            pairs += paired(rows, m, "ce")
-    if "const" in args.methods:
-        pairs += [p for m in args.methods if m.startswith("sel") for p in paired(rows, m, "const")]
+    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+    pairs = [p for m in methods if m != "ce" for p in paired(rows, m, "ce")]
+    if "const" in methods:
+        pairs += [p for m in methods if m.startswith("sel") for p in paired(rows, m, "const")]
     doc = {"config": cfg, "version": __version__, "git_commit": commit, "seconds": round(time.time() - started),
            "rows": rows, "paired": pairs}  # fmt: skip
     atomic_write_text(args.out, json.dumps(doc, indent=1) + "\n")
