@@ -77,6 +77,9 @@ def test_train_reload_predict_evaluate_and_cli_outputs(tmp_path):
     assert rc == 0
     ev2 = json.loads((tmp_path / "ev.json").read_text())
     assert ev2["all"]["tp"] == ev["all"]["tp"]
+    rc = main(["evaluate", str(r.best_checkpoint), str(data), "--device", "cpu", "--radius-um", "3.3", "--mpp", "0.55",
+               "--out", str(tmp_path / "ev_um.json")])  # fmt: skip
+    assert rc == 0 and json.loads((tmp_path / "ev_um.json").read_text())["radius_px"] == pytest.approx(6.0)
 
 
 def test_new_run_refuses_to_overwrite_checkpoints(tmp_path):

@@ -70,13 +70,22 @@ def cmd_evaluate(args) -> int:
     kw = {"mode": args.mode} if source == "crchisto" else {}
     ds = open_dataset(source, root, args.split, **kw)
     samples = [ds[i] for i in _progress(range(len(ds)), "loading")]
-    res = evaluate(det, samples, radius=args.radius, threshold=args.threshold)
+    radius = args.radius
+    if args.radius_um is not None:
+        from .metrics import radius_px
+
+        try:
+            radius = radius_px(args.radius_um, "um", args.mpp)
+        except ValueError as e:
+            raise SparsecellError(f"--radius-um: {e}") from None
+    res = evaluate(det, samples, radius=radius, threshold=args.threshold)
     res.update({"checkpoint": str(args.checkpoint), "data": str(root), "source": source, "split": args.split})
     rows = {k: dict(res[k], threshold=res["threshold"], ap=res["ap"] if k == "all" else float("nan"))
             for k in list(det.classes) + (["all"] if len(det.classes) > 1 else [])}  # fmt: skip
     print(results_table(rows))
+    um = f" = {res['radius_px'] * args.mpp:g} um" if args.mpp else ""
     print(f"micro = TP/FP/FN summed over {res['n_images']} images; per image = P and R averaged over images; "
-          f"radius {res['radius_px']:g} px; F1 at 0.7: {res['f1_at']['0.7']:.3f}, at 0.5: {res['f1_at']['0.5']:.3f}")  # fmt: skip
+          f"radius {res['radius_px']:g} px{um}; F1 at 0.7: {res['f1_at']['0.7']:.3f}, at 0.5: {res['f1_at']['0.5']:.3f}")  # fmt: skip
     out = Path(args.out) if args.out else Path(args.checkpoint).parent.parent / f"evaluate_{source}_{args.split or 'all'}.json"
     _write_json(res, out)
     print(f"wrote {out}")
@@ -158,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", help="split folder, e.g. test")
     e.add_argument("--mode", default="detection", help="CRCHisto: detection or classes")
     e.add_argument("--radius", type=float, help="matching radius in px (default: the checkpoint's)")
+    e.add_argument("--radius-um", type=float, help="matching radius in um (needs --mpp)")
+    e.add_argument("--mpp", type=float, help="resolution in um per px, for --radius-um (CRCHisto: about 0.55)")
     e.add_argument("--threshold", type=float, help="detection threshold (default: chosen on validation, in the checkpoint)")
     e.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     e.add_argument("--out", help="JSON file to write")
