@@ -28,6 +28,7 @@ positive-unlabelled risk estimate instead.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -80,9 +81,11 @@ def semantic_energy(embedding: torch.Tensor, labelled: torch.Tensor) -> torch.Te
     return e.view(B, -1, h, w)
 
 
-def _interp_matrix(n_out: int, n_in: int, mode: str, device) -> torch.Tensor:
+@functools.lru_cache(maxsize=64)
+def _interp_matrix(n_out: int, n_in: int, mode: str, device: torch.device) -> torch.Tensor:
     """(n_out, n_in) matrix M with M @ v = 1-D interpolation of v, matching
-    ``F.interpolate`` (bilinear with align_corners=False, or nearest)."""
+    ``F.interpolate`` (bilinear with align_corners=False, or nearest). Cached: the
+    training step reuses the same few sizes (never written to, so sharing is safe)."""
     scale = n_in / n_out
     dst = torch.arange(n_out, dtype=torch.float64)
     M = torch.zeros(n_out, n_in, dtype=torch.float64)
