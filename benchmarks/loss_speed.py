@@ -106,7 +106,7 @@ def model_sizes(hw=512) -> None:
         n = sum(p.numel() for p in m.parameters())
         x = torch.randn(1, 3, hw, hw)
         with torch.no_grad():
-            t = _time(lambda: m(x), 2)
+            t = _time(lambda m=m, x=x: m(x), 2)
         print(f"  {name:9s} {n / 1e6:6.2f} M params  {t * 1e3:8.1f} ms")
 
 

@@ -35,11 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from sparsecell import __version__  # noqa: E402
 from sparsecell.config import load_config  # noqa: E402
-from sparsecell.data import Sample, bcdata, crchisto  # noqa: E402
+from sparsecell.data import bcdata, crchisto  # noqa: E402
 from sparsecell.inference import Detector, evaluate, node_energy  # noqa: E402
 from sparsecell.losses import LOSSES  # noqa: E402
-from sparsecell.metrics import score_points  # noqa: E402
-from sparsecell.targets import sparsify  # noqa: E402
 from sparsecell.train import load_samples, sparse_points, train  # noqa: E402
 
 #: Named variants: a method name -> loss overrides (``role`` from sparsecell.losses.LOSSES

@@ -5,7 +5,6 @@ classes): the tests check the vectorised losses against these, and the loss
 benchmark times them.
 """
 
-import math
 
 import torch
 import torch.nn.functional as F

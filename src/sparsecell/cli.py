@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import sys
-import warnings
 from pathlib import Path
 
 from .errors import SparsecellError

@@ -8,11 +8,14 @@ the image edge count in the ground truth too).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from .points import Points
+
+if TYPE_CHECKING:  # torch is imported where a model runs, not for peak finding
+    import torch
 
 __all__ = ["find_peaks", "filter_scores", "THRESHOLD_GRID"]
 

@@ -7,7 +7,6 @@ has ``C + 1`` channels; channel 0 is background and channel ``c + 1`` is class `
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import numpy as np
 

@@ -104,9 +104,7 @@ class PointDataModule(L.LightningDataModule):
         )  # fmt: skip
         self.val = val
 
-    def train_dataloader(self):
-        epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        self.crops.set_epoch(epoch)
+    def train_dataloader(self):  # the epoch of the crops is set by _EpochSeed
         t = self.cfg.train
         return torch.utils.data.DataLoader(
             self.crops, batch_size=t.batch_size, shuffle=True, num_workers=t.num_workers, drop_last=len(self.crops) > t.batch_size,
