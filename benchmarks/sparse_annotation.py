@@ -51,6 +51,7 @@ METHODS = {
     "sel_sfl": ["loss.name=sel_sfl"],
     "sel_sfl_detach": ["loss.name=sel_sfl", "loss.detach_energy=true"],
     "teacher": ["loss.name=teacher"],
+    "sel_pu": ["loss.name=sel_pu"],
 }
 ROLES = {"const_0.2": "baseline", "sel_sfl_detach": "ours"}
 
@@ -128,7 +129,8 @@ def run_one(args, ds: str, method: str, keep: float, seed: int, fold: int | None
         f"data.crop={args.crop}", f"data.crops_per_image={args.crops_per_image or spec['crops_per_image']}", f"model.size={args.model}",
         f"train.epochs={args.epochs}", f"train.batch_size={args.batch_size}", f"train.lr={args.lr}",
         f"train.val_every={args.val_every}", f"train.radius={spec['radius']}", f"train.seed={seed}",
-        f"train.out_dir={out}", "train.progress_bar=false",
+        f"train.out_dir={out}", "train.progress_bar=false", f"train.num_workers={args.num_workers}",
+        f"train.precision={args.precision}", f"train.accelerator={'gpu' if args.device.startswith('cuda') else 'cpu'}",
     ] + METHODS[method]  # fmt: skip
     if ds == "crchisto":
         ov += ["data.source=crchisto", "data.mode=detection", "data.train_split=train", "data.val_split=validation"]
@@ -139,7 +141,7 @@ def run_one(args, ds: str, method: str, keep: float, seed: int, fold: int | None
     cfg = load_config(None, ov)
     t0 = time.time()
     r = train(cfg, quiet=True)
-    det = Detector.from_checkpoint(r.best_checkpoint, device="cpu")
+    det = Detector.from_checkpoint(r.best_checkpoint, device=args.device)
     if ds == "crchisto":
         dset = crchisto(args.data / ds, "test", mode="detection")
         test = [dset[i] for i in range(len(dset))]
@@ -248,7 +250,7 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=None)
     ap.add_argument("--folds", type=int, default=3, help="BCData folds (k)")
     ap.add_argument("--fold-per-seed", action="store_true",
-                    help="BCData: seed i uses fold i only (k = number of seeds), instead of every fold per seed")
+                    help="BCData: the i-th seed uses fold i only (k = max(number of seeds, --folds)), instead of every fold per seed")
     ap.add_argument("--model", default="vig_cpu")
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--crop", type=int, default=128)
@@ -261,6 +263,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "sparse_annotation.json")
     ap.add_argument("--keep-checkpoints", action="store_true")
     ap.add_argument("--append", action="store_true", help="add the new rows to those already in --out")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (training and evaluation)")
+    ap.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed on a GPU")
+    ap.add_argument("--num-workers", type=int, default=0, help="data-loading worker processes")
+    ap.add_argument("--budget-minutes", type=float, default=None,
+                    help="start no new training once this much time has passed (rows so far are kept)")
     args = ap.parse_args()
     if args.quick:
         args.methods = args.methods or ["ce", "pu", "const", "sel", "sel_sfl", "teacher"]
@@ -290,7 +297,7 @@ def main() -> None:
             folds = bcdata_folds(ids, args.folds)
             plan = [(f, folds[f]) for f in folds_used]
             if args.fold_per_seed:
-                folds = bcdata_folds(ids, len(args.seeds))
+                folds = bcdata_folds(ids, max(len(args.seeds), args.folds))
         for keep in args.keeps:
             for seed in args.seeds:
                 seed_plan = [(args.seeds.index(seed), folds[args.seeds.index(seed)])] if (ds == "bcdata" and args.fold_per_seed) else plan
@@ -298,6 +305,11 @@ def main() -> None:
                     # at keep 1.0 only cross-entropy differs from nothing: the others reduce to it or need labels missing
                     methods = ["ce"] if keep >= 1.0 else args.methods
                     for m in methods:
+                        if args.budget_minutes is not None and time.time() - started > 60 * args.budget_minutes:
+                            print(f"budget of {args.budget_minutes:g} min spent: stopping before {ds} keep {keep} seed {seed} {m}")
+                            _write(args, rows, started)
+                            print(summarise(rows))
+                            return
                         row = run_one(args, ds, m, keep, seed, fold, split, args.work)
                         rows.append(row)
                         print(f"[{time.time() - started:6.0f} s] {ds} keep {keep} seed {seed}"
@@ -318,6 +330,11 @@ def _write(args, rows, started) -> None:
     except OSError:
         commit = ""
     cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    if args.device.startswith("cuda"):
+        import torch
+
+        cfg["gpu"] = torch.cuda.get_device_name(0)
+        cfg["torch"] = torch.__version__
     methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
     pairs = [p for m in methods if m != "ce" for p in paired(rows, m, "ce")]
     if "const" in methods:

@@ -85,7 +85,7 @@ def test_gradients_flow_into_embedding_through_energy():
 
 
 @pytest.mark.parametrize("pattern", ["none", "one", "all"])
-@pytest.mark.parametrize("name", ["ce", "const", "pu", "sel", "sel_sfl"])
+@pytest.mark.parametrize("name", ["ce", "const", "pu", "sel", "sel_sfl", "sel_pu"])
 def test_no_nan_for_edge_label_patterns_and_zero_embeddings(name, pattern):
     logits, emb, target, lab = _inputs(2, 2, 3, 3, pattern=pattern)
     zero = torch.zeros_like(emb, requires_grad=True)
@@ -108,7 +108,7 @@ def test_collapsed_embeddings_give_finite_sfl_gradient():
     assert loss.item() == pytest.approx(1 / 9 * math.exp(10), rel=1e-4)
 
 
-@pytest.mark.parametrize("name", ["ce", "const", "sel", "sel_sfl", "pu"])
+@pytest.mark.parametrize("name", ["ce", "const", "sel", "sel_sfl", "pu", "sel_pu"])
 def test_bf16_autocast_is_finite(name):
     logits, emb, target, lab = _inputs(2, 1, 4, 4)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -175,3 +175,41 @@ def test_teacher_weight_spares_cells_the_teacher_finds():
     # during warm-up the loss is plain cross-entropy
     warm = DetectionLoss("teacher", lambda1=1.0, teacher_warmup_steps=10)(logits, emb, target, lab, step=3, teacher_fg=q)
     assert warm["loss"].item() == pytest.approx(weighted_cross_entropy(logits, target).item())
+
+
+def test_pu_risk_unlabelled_weights():
+    from sparsecell.losses import pu_risk
+
+    logits, emb, target, lab = _inputs(2, 1, 4, 4, pattern="one")
+    base = pu_risk(logits, target, prior=0.1)
+    ones = pu_risk(logits, target, prior=0.1, unl_weight=torch.ones(2, 16, 16))
+    assert ones.item() == pytest.approx(base.item(), rel=1e-6)
+    # a constant weight is a weighted mean: no change either
+    half = pu_risk(logits, target, prior=0.1, unl_weight=torch.full((2, 16, 16), 0.5))
+    assert half.item() == pytest.approx(base.item(), rel=1e-6)
+    # zero weight on image 1 = dropping its unlabelled pixels from R_u (by hand)
+    w = torch.ones(2, 16, 16)
+    w[1] = 0.0
+    got = pu_risk(logits, target, prior=0.1, unl_weight=w)
+    logp = torch.log_softmax(logits.float(), 1).clamp_min(math.log(1e-10))
+    wpos = 1.0 - target[:, 0]
+    r_pos = (wpos * -logp[:, 1]).sum() / wpos.sum()
+    r_pos_neg = (wpos * -logp[:, 0]).sum() / wpos.sum()
+    wunl0 = 1.0 - wpos[0]
+    r_unl = (wunl0 * -logp[0, 0]).sum() / wunl0.sum()
+    want = 0.1 * r_pos + torch.clamp(r_unl - 0.1 * r_pos_neg, min=0.0)
+    assert got.item() == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_sel_pu_is_energy_weighted_pu_plus_sfl():
+    from sparsecell.losses import energy_map, pu_risk, semantic_energy
+
+    logits, emb, target, lab = _inputs(2, 1, 4, 4)
+    out = DetectionLoss("sel_pu", lambda1=2.0, lambda2=0.05, pu_prior=0.1)(logits, emb, target, lab)
+    E = energy_map(semantic_energy(emb, lab), (16, 16))[:, 0]
+    pixel = pu_risk(logits, target, prior=0.1, unl_weight=E)
+    sfl = stretched_feature_loss(emb, lab)
+    assert out["loss"].item() == pytest.approx(2.0 * pixel.item() + 0.05 * sfl.item(), rel=1e-5)
+    # the energy is learned: the weighted PU term alone sends a gradient into the embedding
+    (g,) = torch.autograd.grad(pixel, emb)
+    assert g.abs().sum() > 0

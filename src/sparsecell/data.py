@@ -60,7 +60,7 @@ __all__ = [
     "CropDataset",
 ]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 DATASETS = ("crchisto", "bcdata", "shidc", "folder", "synthetic")
 _SPLIT_ORDER = ("train", "training", "val", "valid", "validation", "test", "testing")
 

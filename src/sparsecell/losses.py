@@ -24,6 +24,10 @@ and they differ in the weight E:
 
 ``pu`` (a peer for missing annotations) replaces the weighting by a non-negative
 positive-unlabelled risk estimate instead.
+
+``sel_pu`` (sparsecell's variant) is ``pu`` whose unlabelled pixels are weighted by the
+semantic energy, plus SFL: the prior correction of PU and the semantic down-weighting
+of SEL, the energy learned by the same gradients as in the paper.
 """
 
 from __future__ import annotations
@@ -150,7 +154,13 @@ def stretched_feature_loss(embedding: torch.Tensor, labelled: torch.Tensor, marg
     return per_image.mean()
 
 
-def pu_risk(logits: torch.Tensor, target: torch.Tensor, prior: float | None = None, keep: float = 0.25) -> torch.Tensor:
+def pu_risk(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    prior: float | None = None,
+    keep: float = 0.25,
+    unl_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Non-negative positive-unlabelled risk on pixels (nnPU, Kiryo et al., NeurIPS
     2017), as used for cell detection with incomplete annotations by Zhao et al.,
     "Positive-unlabeled learning for cell detection in histopathology images with
@@ -165,6 +175,10 @@ def pu_risk(logits: torch.Tensor, target: torch.Tensor, prior: float | None = No
     ``pi`` is the prior of positive pixels. When not given it is estimated per batch
     as the annotated fraction divided by ``keep`` (the expected share of cells that
     were annotated).
+
+    ``unl_weight`` (B, H, W), if given, weights each unlabelled pixel within
+    ``R_u`` (a weighted mean: its normaliser is detached, so gradients reach the
+    weights only through the loss values they multiply).
     """
     logp = _log_probs(logits)
     t = target.float()
@@ -174,7 +188,9 @@ def pu_risk(logits: torch.Tensor, target: torch.Tensor, prior: float | None = No
     l_pos = -(cls * logp[:, 1:]).sum(1)
     l_neg = -logp[:, 0]
     np_ = wpos.sum().clamp_min(1e-6)
-    nu = wunl.sum().clamp_min(1e-6)
+    if unl_weight is not None:
+        wunl = wunl * unl_weight.float()
+    nu = wunl.detach().sum().clamp_min(1e-6)
     if prior is None:
         prior_t = (wpos.mean() / keep).clamp(1e-4, 0.5)
     else:
@@ -197,6 +213,7 @@ LOSSES = {
     "pu": "baseline",
     "sel": "ours",
     "sel_sfl": "ours",
+    "sel_pu": "ours",
     "teacher": "ours",
 }
 
@@ -207,7 +224,7 @@ class DetectionLoss:
 
     Parameters
     ----------
-    name : {"ce", "const", "pu", "sel", "sel_sfl"}
+    name : {"ce", "const", "pu", "sel", "sel_sfl", "sel_pu", "teacher"}
     lambda1, lambda2 : float
         Weights of SEL (or of the weighted CE) and of SFL (paper: 2.0 and 0.05).
     margin : float
@@ -252,7 +269,20 @@ class DetectionLoss:
 
     @property
     def uses_embedding(self) -> bool:
-        return self.name in ("sel", "sel_sfl")
+        return self.name in ("sel", "sel_sfl", "sel_pu")
+
+    @property
+    def uses_pu(self) -> bool:
+        return self.name in ("pu", "sel_pu")
+
+    def _sfl(self, embedding: torch.Tensor, labelled: torch.Tensor, step: int | None, out: dict) -> torch.Tensor:
+        """lambda2 * SFL (with the optional warm-up); records ``sfl`` in ``out``."""
+        sfl = stretched_feature_loss(embedding, labelled, self.margin)
+        lam2 = self.lambda2
+        if self.sfl_warmup_steps > 0 and step is not None:
+            lam2 = lam2 * min(1.0, step / self.sfl_warmup_steps)
+        out["sfl"] = sfl.detach()
+        return lam2 * sfl
 
     def weights(self, embedding: torch.Tensor, labelled: torch.Tensor, size: tuple[int, int],
                 teacher_fg: torch.Tensor | None = None) -> torch.Tensor | None:
@@ -283,10 +313,19 @@ class DetectionLoss:
         step: int | None = None,
         teacher_fg: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        if self.name == "pu":
+        if self.uses_pu:
             keep = 0.25 if self.pu_keep is None else self.pu_keep
-            loss = self.lambda1 * pu_risk(logits, target, self.pu_prior, keep)
-            return {"loss": loss, "pixel": loss.detach()}
+            if self.name == "pu":
+                pixel = pu_risk(logits, target, self.pu_prior, keep)
+                return {"loss": self.lambda1 * pixel, "pixel": pixel.detach()}
+            e = semantic_energy(embedding, labelled)
+            if self.detach_energy:
+                e = e.detach()
+            E = energy_map(e, tuple(logits.shape[-2:]), self.energy_upsample)[:, 0]  # background weight (B, H, W)
+            pixel = pu_risk(logits, target, self.pu_prior, keep, unl_weight=E)
+            out = {"pixel": pixel.detach(), "energy_mean": E.detach().mean()}
+            out["loss"] = self.lambda1 * pixel + self._sfl(embedding, labelled, step, out)
+            return out
         if self.needs_teacher and step is not None and step < self.teacher_warmup_steps:
             teacher_fg = None
         E = self.weights(embedding, labelled, tuple(logits.shape[-2:]), teacher_fg)
@@ -294,12 +333,7 @@ class DetectionLoss:
         loss = self.lambda1 * pixel
         out = {"pixel": pixel.detach()}
         if self.name == "sel_sfl":
-            sfl = stretched_feature_loss(embedding, labelled, self.margin)
-            lam2 = self.lambda2
-            if self.sfl_warmup_steps > 0 and step is not None:
-                lam2 = lam2 * min(1.0, step / self.sfl_warmup_steps)
-            loss = loss + lam2 * sfl
-            out["sfl"] = sfl.detach()
+            loss = loss + self._sfl(embedding, labelled, step, out)
         if E is not None and self.uses_embedding:
             out["energy_mean"] = E[:, 0].detach().mean()
         out["loss"] = loss

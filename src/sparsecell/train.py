@@ -132,12 +132,12 @@ class SparseCellModule(L.LightningModule):
         self.classes = tuple(classes)
         self.model = build_model(self.cfg.model.size, len(self.classes), **self.cfg.model.overrides())
         self.loss_fn = self.cfg.loss
-        if self.loss_fn.name == "pu" and self.loss_fn.pu_keep is None and self.loss_fn.pu_prior is None:
+        if self.loss_fn.uses_pu and self.loss_fn.pu_keep is None and self.loss_fn.pu_prior is None:
             import dataclasses
 
             d = self.cfg.data
             if d.already_sparse:
-                warnings.warn("loss pu: assuming 25% of the cells are annotated; set loss.pu_keep to your estimate")
+                warnings.warn(f"loss {self.loss_fn.name}: assuming 25% of the cells are annotated; set loss.pu_keep to your estimate")
                 keep = 0.25
             else:
                 keep = d.keep  # the simulated sparsity is known exactly
