@@ -58,7 +58,13 @@ ROLES = {"const_0.2": "baseline", "sel_sfl_detach": "ours"}
 DATASETS = {
     "crchisto": dict(radius=6.0, extra_radius=12.0, sigma=3.0, crops_per_image=2),
     "bcdata": dict(radius=15.0, extra_radius=None, sigma=5.0, crops_per_image=8),
+    # CRCHisto's four classes (epithelial, fibroblast, inflammatory, miscellaneous): the classified subset
+    "crchisto4": dict(radius=6.0, extra_radius=None, sigma=3.0, crops_per_image=2, folder="crchisto", mode="classes"),
 }
+
+
+def folder(ds: str) -> str:
+    return DATASETS[ds].get("folder", ds)
 
 
 def role(method: str) -> str:
@@ -107,14 +113,28 @@ def energy_separation(det: Detector, train_samples, sparse) -> dict:
     return {"energy_auc": float(auc), "energy_missed_mean": float(m.mean()), "energy_background_mean": float(b.mean())}
 
 
-def val_curve(out_dir: Path) -> list[list[float]]:
-    """[(epoch, val_f1), ...] from the CSV logs."""
+def energy_figure_for(det: Detector, test, keep: float, path: Path, title: str) -> None:
+    """Image, sparse labels, energy and prediction for a few test images; the energy is
+    computed from the test image's own annotations thinned to ``keep``."""
+    from sparsecell.report import energy_figure
+    from sparsecell.targets import sparsify
+
+    rows = []
+    for i, s in enumerate(test):
+        sp = sparsify(s.points, keep, seed=i)
+        rows.append({"image": s.image, "truth": s.points, "sparse": sp, "energy": node_energy(det, s.image, sp),
+                     "pred": det.predict(s.image)})  # fmt: skip
+    energy_figure(rows, path, title=title)
+
+
+def val_curve(out_dir: Path, key: str = "val_f1") -> list[list[float]]:
+    """[(epoch, value), ...] of one logged metric (validation F1 by default) from the CSV logs."""
     pts = []
     for f in sorted((out_dir / "logs").glob("version_*/metrics.csv")):
         with open(f) as fh:
             for row in csv.DictReader(fh):
-                if row.get("val_f1"):
-                    pts.append([int(row["epoch"]), round(float(row["val_f1"]), 4)])
+                if row.get(key):
+                    pts.append([int(row["epoch"]), round(float(row[key]), 4)])
     return pts
 
 
@@ -125,15 +145,16 @@ def run_one(args, ds: str, method: str, keep: float, seed: int, fold: int | None
     if out.exists():
         shutil.rmtree(out)
     ov = [
-        f"data.root={args.data / ds}", f"data.keep={keep}", f"data.sparse_seed={seed}", f"data.sigma={spec['sigma']}",
+        f"data.root={args.data / folder(ds)}", f"data.keep={keep}", f"data.sparse_seed={seed}", f"data.sigma={spec['sigma']}",
         f"data.crop={args.crop}", f"data.crops_per_image={args.crops_per_image or spec['crops_per_image']}", f"model.size={args.model}",
         f"train.epochs={args.epochs}", f"train.batch_size={args.batch_size}", f"train.lr={args.lr}",
         f"train.val_every={args.val_every}", f"train.radius={spec['radius']}", f"train.seed={seed}",
         f"train.out_dir={out}", "train.progress_bar=false", f"train.num_workers={args.num_workers}",
         f"train.precision={args.precision}", f"train.accelerator={'gpu' if args.device.startswith('cuda') else 'cpu'}",
     ] + METHODS[method]  # fmt: skip
-    if ds == "crchisto":
-        ov += ["data.source=crchisto", "data.mode=detection", "data.train_split=train", "data.val_split=validation"]
+    if folder(ds) == "crchisto":
+        mode = spec.get("mode", "detection")
+        ov += ["data.source=crchisto", f"data.mode={mode}", "data.train_split=train", "data.val_split=validation"]
     else:
         train_ids, val_ids, _ = split_ids
         ov += ["data.source=bcdata", "data.train_split=test", "data.val_split=null",
@@ -142,8 +163,8 @@ def run_one(args, ds: str, method: str, keep: float, seed: int, fold: int | None
     t0 = time.time()
     r = train(cfg, quiet=True)
     det = Detector.from_checkpoint(r.best_checkpoint, device=args.device)
-    if ds == "crchisto":
-        dset = crchisto(args.data / ds, "test", mode="detection")
+    if folder(ds) == "crchisto":
+        dset = crchisto(args.data / folder(ds), "test", mode=spec.get("mode", "detection"))
         test = [dset[i] for i in range(len(dset))]
     else:
         dset = bcdata(args.data / ds, "test")
@@ -164,8 +185,14 @@ def run_one(args, ds: str, method: str, keep: float, seed: int, fold: int | None
     if spec["extra_radius"]:
         row[f"f1_at_radius_{spec['extra_radius']:g}"] = evaluate(det, test, radius=spec["extra_radius"])["all"]["f1"]
     if method.startswith("sel"):
+        # the loss parts over training (per-epoch means): SFL's share, the mean energy
+        for key in ("train_loss_epoch", "train_pixel", "train_sfl", "train_energy_mean"):
+            row[f"curve_{key.removeprefix('train_').removesuffix('_epoch')}"] = val_curve(out, key)
         tr, _, _ = load_samples(cfg)
         row.update(energy_separation(det, tr[: args.energy_images], sparse_points(tr, cfg)[: args.energy_images]))
+        if args.figures and seed == args.seeds[0]:
+            energy_figure_for(det, test[:3], keep, args.figures / f"energy_{ds}_k{keep}_{method}.png",
+                              f"{ds}: {method}, {keep:.0%} of the labels (test images, sparsified for the energy)")
     if not args.keep_checkpoints:
         shutil.rmtree(out, ignore_errors=True)
     return row
@@ -192,6 +219,17 @@ def summarise(rows: list[dict]) -> str:
                 f = [r["f1"] for r in c]
                 vals.append(f"{np.mean(f):.3f} ± {np.std(f):.3f} (n={len(f)})" if f else "-")
             lines.append(f"| {m} | {role(m)} | " + " | ".join(vals) + " |")
+        per_class = [r for r in rows if r["dataset"] == ds and r.get("per_class_f1")]
+        if per_class:
+            names = list(per_class[0]["per_class_f1"])
+            lines += [f"\nPer-class micro F1 on {ds} (mean ± std over seeds/folds):\n",
+                      "| method | keep | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]  # fmt: skip
+            for m in methods:
+                for k in keeps:
+                    c = [r["per_class_f1"] for r in per_class if r["method"] == m and r["keep"] == k]
+                    if c:
+                        lines.append(f"| {m} | {k} | " + " | ".join(
+                            f"{np.mean([x[n] for x in c]):.3f} ± {np.std([x[n] for x in c]):.3f}" for n in names) + " |")
     return "\n".join(lines)
 
 
@@ -244,7 +282,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--quick", action="store_true", help="keep 0.25 and 1.0, one seed, one BCData fold, short training")
-    ap.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    ap.add_argument("--datasets", nargs="+", default=["crchisto", "bcdata"], choices=list(DATASETS),
+                    help="crchisto4 (CRCHisto's four classes, per-class F1) on request")
     ap.add_argument("--methods", nargs="+", default=None)
     ap.add_argument("--keeps", nargs="+", type=float, default=None)
     ap.add_argument("--seeds", nargs="+", type=int, default=None)
@@ -262,6 +301,9 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "bench")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "sparse_annotation.json")
     ap.add_argument("--keep-checkpoints", action="store_true")
+    ap.add_argument("--figures", type=Path, default=None,
+                    help="write an energy figure (image, sparse labels, energy, prediction) of 3 test images "
+                         "for every SEL-based model of the first seed into this folder")
     ap.add_argument("--append", action="store_true", help="add the new rows to those already in --out")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (training and evaluation)")
     ap.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed on a GPU")
@@ -287,10 +329,10 @@ def main() -> None:
     rows: list[dict] = json.loads(args.out.read_text())["rows"] if args.append and args.out.is_file() else []
     started = time.time()
     for ds in args.datasets:
-        if not (args.data / ds).is_dir():
-            print(f"skipping {ds}: {args.data / ds} not found")
+        if not (args.data / folder(ds)).is_dir():
+            print(f"skipping {ds}: {args.data / folder(ds)} not found")
             continue
-        if ds == "crchisto":
+        if folder(ds) == "crchisto":
             plan = [(None, None)]
         else:
             ids = bcdata(args.data / ds, "test").ids()
