@@ -278,6 +278,45 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_curves(rows: list[dict], path: Path) -> None:
+    """Validation F1 against the epoch (mean over seeds/folds), one panel per data set and
+    keep ratio below 1: whether the training budget was enough."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(r["dataset"], r["keep"]) for r in rows if r.get("val_curve")})
+    if not panels:
+        return
+    dss = sorted({ds for ds, _ in panels})
+    ncol = max(sum(1 for d, _ in panels if d == ds) for ds in dss)
+    fig, axes = plt.subplots(len(dss), ncol, figsize=(4.2 * ncol, 3.4 * len(dss)), squeeze=False)
+    for a in axes.flat:
+        a.set_visible(False)
+    where = {}
+    for ds, keep in panels:
+        i = dss.index(ds)
+        where[(ds, keep)] = axes[i][sum(1 for d, _ in where if d == ds)]
+    for (ds, keep), ax in where.items():
+        ax.set_visible(True)
+        for m in METHODS:
+            curves = [dict(map(tuple, r["val_curve"])) for r in rows
+                      if r["dataset"] == ds and r["keep"] == keep and r["method"] == m and r.get("val_curve")]  # fmt: skip
+            if not curves:
+                continue
+            epochs = sorted(set.intersection(*(set(c) for c in curves)))
+            ax.plot([e + 1 for e in epochs], [np.mean([c[e] for c in curves]) for e in epochs], marker=".",
+                    label=m, linestyle="--" if role(m) == "baseline" else "-")  # fmt: skip
+        ax.set_title(f"{ds}, keep {keep:g}", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation F1")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
@@ -390,6 +429,7 @@ def _write(args, rows, started) -> None:
     atomic_write_text(args.out.with_suffix(".md"), md + "\n")
     if rows:
         plot(rows, args.out.with_suffix(".png"))
+        plot_curves(rows, args.out.with_name(args.out.stem + "_curves.png"))
 
 
 if __name__ == "__main__":
