@@ -233,6 +233,48 @@ def summarise(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def analysis(rows: list[dict]) -> str:
+    """Markdown: each method's test F1 as a share of cross-entropy's with every label, its
+    mean validation F1 (what the default is chosen on), and the energy statistics and
+    SFL's share of the loss of the SEL-based methods."""
+    from collections import defaultdict
+
+    lines = []
+    for ds in sorted({r["dataset"] for r in rows}):
+        full = [r["f1"] for r in rows if r["dataset"] == ds and r["method"] == "ce" and r["keep"] >= 1.0]
+        keeps = sorted({r["keep"] for r in rows if r["dataset"] == ds and r["keep"] < 1.0})
+        if not keeps:
+            continue
+        lines.append(f"\n**{ds}**: test F1 / ce's at keep 1.0 ({np.mean(full):.3f}); mean validation F1; energy "
+                     "(SEL methods: AUC of background above missed cells, mean at missed cells / background); "
+                     "SFL's share of the loss (first / last epoch)\n" if full else f"\n**{ds}**\n")  # fmt: skip
+        lines += ["| method | keep | F1 / full | val F1 | energy AUC | energy missed / bg | SFL share |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        cells = defaultdict(list)
+        for r in rows:
+            if r["dataset"] == ds and r["keep"] < 1.0:
+                cells[(r["method"], r["keep"])].append(r)
+        for m in METHODS:
+            for k in keeps:
+                c = cells.get((m, k))
+                if not c:
+                    continue
+                ratio = f"{np.mean([r['f1'] for r in c]) / np.mean(full):.2f}" if full else "-"
+                val = f"{np.mean([r['val_f1'] for r in c if r.get('val_f1') is not None]):.3f}"
+                auc = [r["energy_auc"] for r in c if r.get("energy_auc") is not None]
+                en = f"{np.mean(auc):.2f}" if auc else "-"
+                gap = (f"{np.mean([r['energy_missed_mean'] for r in c if r.get('energy_auc') is not None]):.2f} / "
+                       f"{np.mean([r['energy_background_mean'] for r in c if r.get('energy_auc') is not None]):.2f}") if auc else "-"  # fmt: skip
+                share = "-"
+                sh = [(r["curve_sfl"], r["curve_loss"]) for r in c if r.get("curve_sfl") and r.get("curve_loss")]
+                if sh:
+                    first = np.mean([0.05 * s[0][1] / l[0][1] for s, l in sh if l[0][1]])
+                    last = np.mean([0.05 * s[-1][1] / l[-1][1] for s, l in sh if l[-1][1]])
+                    share = f"{first:.2f} / {last:.2f}"
+                lines.append(f"| {m} | {k} | {ratio} | {val} | {en} | {gap} | {share} |")
+    return "\n".join(lines)
+
+
 def paired(rows: list[dict], a: str, b: str) -> list[dict]:
     """Paired differences a - b (same data set, keep, seed, fold), with a 95% t interval."""
     from scipy import stats
@@ -426,6 +468,7 @@ def _write(args, rows, started) -> None:
     md = summarise(rows) + "\n\nPaired differences of micro F1 (a - b; 95% t interval over seeds/folds):\n\n"
     md += "\n".join(f"- {p['dataset']} keep {p['keep']}: {p['a']} - {p['b']} = {p['mean_diff']:+.3f}"
                     + (f" ± {p['ci95']:.3f}" if p["ci95"] is not None else "") + f" (n={p['n']})" for p in pairs)  # fmt: skip
+    md += "\n" + analysis(rows)
     atomic_write_text(args.out.with_suffix(".md"), md + "\n")
     if rows:
         plot(rows, args.out.with_suffix(".png"))
