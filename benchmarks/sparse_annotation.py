@@ -462,6 +462,8 @@ def _write(args, rows, started) -> None:
     pairs = [p for m in methods if m != "ce" for p in paired(rows, m, "ce")]
     if "const" in methods:
         pairs += [p for m in methods if m.startswith("sel") for p in paired(rows, m, "const")]
+    if "pu" in methods:  # ours against the peer, the strongest baseline
+        pairs += [p for m in methods if role(m) == "ours" for p in paired(rows, m, "pu")]
     doc = {"config": cfg, "version": __version__, "git_commit": commit, "seconds": round(time.time() - started),
            "rows": rows, "paired": pairs}  # fmt: skip
     atomic_write_text(args.out, json.dumps(doc, indent=1) + "\n")
