@@ -37,7 +37,7 @@ from sparsecell import __version__  # noqa: E402
 from sparsecell.config import load_config  # noqa: E402
 from sparsecell.data import bcdata, crchisto  # noqa: E402
 from sparsecell.inference import Detector, evaluate, node_energy  # noqa: E402
-from sparsecell.losses import LOSSES  # noqa: E402
+from sparsecell.losses import LOSSES, DetectionLoss  # noqa: E402
 from sparsecell.train import load_samples, sparse_points, train  # noqa: E402
 
 #: Named variants: a method name -> loss overrides (``role`` from sparsecell.losses.LOSSES
@@ -58,7 +58,7 @@ ROLES = {"const_0.2": "baseline", "sel_sfl_detach": "ours"}
 DATASETS = {
     "crchisto": dict(radius=6.0, extra_radius=12.0, sigma=3.0, crops_per_image=2),
     "bcdata": dict(radius=15.0, extra_radius=None, sigma=5.0, crops_per_image=8),
-    # CRCHisto's four classes (epithelial, fibroblast, inflammatory, miscellaneous): the classified subset
+    # CRCHisto's four classes (epithelial, fibroblast, inflammatory, others): the classified subset
     "crchisto4": dict(radius=6.0, extra_radius=None, sigma=3.0, crops_per_image=2, folder="crchisto", mode="classes"),
 }
 
@@ -261,15 +261,16 @@ def analysis(rows: list[dict]) -> str:
                     continue
                 ratio = f"{np.mean([r['f1'] for r in c]) / np.mean(full):.2f}" if full else "-"
                 val = f"{np.mean([r['val_f1'] for r in c if r.get('val_f1') is not None]):.3f}"
-                auc = [r["energy_auc"] for r in c if r.get("energy_auc") is not None]
-                en = f"{np.mean(auc):.2f}" if auc else "-"
-                gap = (f"{np.mean([r['energy_missed_mean'] for r in c if r.get('energy_auc') is not None]):.2f} / "
-                       f"{np.mean([r['energy_background_mean'] for r in c if r.get('energy_auc') is not None]):.2f}") if auc else "-"  # fmt: skip
-                share = "-"
+                en, gap, share = "-", "-", "-"
+                er = [r for r in c if r.get("energy_auc") is not None]
+                if er:
+                    en = f"{np.mean([r['energy_auc'] for r in er]):.2f}"
+                    gap = f"{np.mean([r['energy_missed_mean'] for r in er]):.2f} / {np.mean([r['energy_background_mean'] for r in er]):.2f}"
                 sh = [(r["curve_sfl"], r["curve_loss"]) for r in c if r.get("curve_sfl") and r.get("curve_loss")]
-                if sh:
-                    first = np.mean([0.05 * s[0][1] / l[0][1] for s, l in sh if l[0][1]])
-                    last = np.mean([0.05 * s[-1][1] / l[-1][1] for s, l in sh if l[-1][1]])
+                if sh:  # the benchmark trains with the default lambda2
+                    lam2 = DetectionLoss().lambda2
+                    first = np.mean([lam2 * s[0][1] / l[0][1] for s, l in sh if l[0][1]])
+                    last = np.mean([lam2 * s[-1][1] / l[-1][1] for s, l in sh if l[-1][1]])
                     share = f"{first:.2f} / {last:.2f}"
                 lines.append(f"| {m} | {k} | {ratio} | {val} | {en} | {gap} | {share} |")
     return "\n".join(lines)

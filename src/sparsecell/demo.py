@@ -45,7 +45,6 @@ def demo_config(method: str, out: Path, quick: bool = False) -> Config:
 
 
 def run_demo(out: Path = Path("runs/demo"), quick: bool = False, methods=None) -> dict:
-
     from .inference import Detector, evaluate, node_energy
     from .report import energy_figure, overlay, results_table, save_png
     from .synthetic import SyntheticConfig, synthetic_dataset

@@ -275,6 +275,13 @@ class DetectionLoss:
     def uses_pu(self) -> bool:
         return self.name in ("pu", "sel_pu")
 
+    def _energy(self, embedding: torch.Tensor, labelled: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """SEL's pixel weights E (B, C+1, H, W) from the node embeddings (detached if asked)."""
+        e = semantic_energy(embedding, labelled)
+        if self.detach_energy:
+            e = e.detach()
+        return energy_map(e, size, self.energy_upsample)
+
     def _sfl(self, embedding: torch.Tensor, labelled: torch.Tensor, step: int | None, out: dict) -> torch.Tensor:
         """lambda2 * SFL (with the optional warm-up); records ``sfl`` in ``out``."""
         sfl = stretched_feature_loss(embedding, labelled, self.margin)
@@ -298,11 +305,8 @@ class DetectionLoss:
             B, C, h, w = labelled.shape
             any_lab = labelled.any(1, keepdim=True)  # (B, 1, h, w)
             e = torch.where(any_lab, 1.0, self.const_weight).to(torch.float32).expand(B, C, h, w)
-        else:
-            e = semantic_energy(embedding, labelled)
-            if self.detach_energy:
-                e = e.detach()
-        return energy_map(e, size, self.energy_upsample)
+            return energy_map(e, size, self.energy_upsample)
+        return self._energy(embedding, labelled, size)
 
     def __call__(
         self,
@@ -318,10 +322,7 @@ class DetectionLoss:
             if self.name == "pu":
                 pixel = pu_risk(logits, target, self.pu_prior, keep)
                 return {"loss": self.lambda1 * pixel, "pixel": pixel.detach()}
-            e = semantic_energy(embedding, labelled)
-            if self.detach_energy:
-                e = e.detach()
-            E = energy_map(e, tuple(logits.shape[-2:]), self.energy_upsample)[:, 0]  # background weight (B, H, W)
+            E = self._energy(embedding, labelled, tuple(logits.shape[-2:]))[:, 0]  # background weight (B, H, W)
             pixel = pu_risk(logits, target, self.pu_prior, keep, unl_weight=E)
             out = {"pixel": pixel.detach(), "energy_mean": E.detach().mean()}
             out["loss"] = self.lambda1 * pixel + self._sfl(embedding, labelled, step, out)
