@@ -14,17 +14,18 @@ Prints, in one run (ratios measured side by side: this machine is noisy):
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from reference_losses import sel_sfl_per_image  # noqa: E402
+from sparsecell.config import DataConfig, LossConfig
+from sparsecell.losses import build_loss
+from sparsecell.losses.reference import sel_sfl_per_image
+from sparsecell.models import MODEL_SIZES, build_model
 
-from sparsecell.losses import DetectionLoss  # noqa: E402
-from sparsecell.models import MODEL_SIZES, build_model  # noqa: E402
+
+def _loss(name: str):
+    return build_loss(LossConfig(name=name), DataConfig())
 
 
 def _time(fn, repeat: int) -> float:
@@ -44,7 +45,7 @@ def loss_speed(repeat: int, B=8, grid=32, stride=32, D=80) -> None:
     emb = torch.randn(B, D, grid, grid, generator=g, requires_grad=True)
     target = torch.rand(B, 2, H, H, generator=g)
     lab = torch.rand(B, 1, grid, grid, generator=g) < 0.1
-    ours = DetectionLoss("sel_sfl")
+    ours = _loss("sel_sfl")
 
     def vec():
         ours(logits, emb, target, lab)["loss"].backward()
@@ -54,7 +55,7 @@ def loss_speed(repeat: int, B=8, grid=32, stride=32, D=80) -> None:
 
     t_vec = _time(vec, repeat)
     t_loop = _time(loop, repeat)
-    ce = DetectionLoss("ce")
+    ce = _loss("ce")
     t_ce = _time(lambda: ce(logits, emb, target, lab)["loss"].backward(), repeat)
     print(f"SEL+SFL forward+backward, batch {B}, {grid}x{grid} grid, {H}x{H} heatmaps, D={D}:")
     print(f"  vectorised          {t_vec * 1e3:8.1f} ms")
@@ -62,7 +63,7 @@ def loss_speed(repeat: int, B=8, grid=32, stride=32, D=80) -> None:
     print(f"  plain CE (same px)  {t_ce * 1e3:8.1f} ms   (SEL+SFL extra over CE: {(t_vec - t_ce) * 1e3:.1f} ms)")
     # the energy and SFL alone, where the two implementations really differ
     def vec_energy_only():
-        from sparsecell.losses import semantic_energy, stretched_feature_loss
+        from sparsecell.losses.functional import semantic_energy, stretched_feature_loss
 
         (semantic_energy(emb, lab).sum() + stretched_feature_loss(emb, lab)).backward()
 
@@ -86,7 +87,7 @@ def step_share(repeat: int, size="vig_s", hw=512, B=2) -> None:
         loss.backward()
         opt.step()
 
-    ce, sel = DetectionLoss("ce"), DetectionLoss("sel_sfl")
+    ce, sel = _loss("ce"), _loss("sel_sfl")
     step(ce)
     times = {"ce": [], "sel_sfl": []}
     for _ in range(repeat):  # interleaved, so drift hits both alike

@@ -2,15 +2,32 @@ import pytest
 
 from sparsecell.config import Config, load_config
 from sparsecell.errors import ConfigError
-from sparsecell.losses import DetectionLoss
 
 
 def test_defaults_and_overrides():
     c = load_config(None, ["loss.name=ce", "data.keep=0.1", "train.milestones=[0.5,0.9]", "model.dim=32", "loss.pu_prior=0.1"])
     assert c.loss.name == "ce" and c.data.keep == 0.1 and c.train.milestones == [0.5, 0.9]
     assert c.model.overrides() == {"dim": 32} and c.loss.pu_prior == 0.1
-    assert isinstance(c.loss, DetectionLoss)
+    assert c.eval.threshold is None and c.eval.radius == 6.0
 
+
+def test_reading_a_config_imports_no_torch(tmp_path):
+    import subprocess
+    import sys
+
+    code = "import sys; from sparsecell.config import load_config; load_config(None, ['loss.name=ce']); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"
+
+
+def test_settings_that_moved_to_eval_are_read_from_old_configs_and_checkpoints():
+    old = {"train": {"radius": 15.0, "min_distance": 4, "peak_mode": "foreground", "threshold": 0.5, "epochs": 3}}
+    c = Config.from_dict(old)
+    assert (c.eval.radius, c.eval.min_distance, c.eval.peak_mode, c.train.epochs) == (15.0, 4, "foreground", 3)
+    assert c.eval.threshold is None  # the old train.threshold was only the value before validation
+    assert load_config(None, ["train.radius=9"]).eval.radius == 9.0
+    with pytest.raises(ConfigError, match="unknown key 'threshold' in train"):
+        load_config(None, ["train.threshold=0.3"])
 
 def test_yaml_round_trip(tmp_path):
     c = load_config(None, ["data.source=crchisto", "data.root=/data/crc", "data.val_ids=[a,b]"])
@@ -28,6 +45,7 @@ def test_yaml_round_trip(tmp_path):
         ("x=1", "expected section.key=value"),
         ("optim.lr=1", "unknown section 'optim'"),
         ("loss.name=foo", "unknown loss 'foo'"),
+        ("eval.peak_mode=max", "peak_mode must be"),
     ],
 )
 def test_bad_overrides_are_one_line_errors(override, message):

@@ -3,8 +3,14 @@ import math
 import pytest
 import torch
 
-from reference_losses import sel_loop, sfl_loop
-from sparsecell.losses import DetectionLoss, semantic_energy, stretched_feature_loss, weighted_cross_entropy
+from sparsecell.losses.reference import sel_loop, sfl_loop
+from sparsecell.config import DataConfig, LossConfig
+from sparsecell.losses import ROLES, build_loss
+from sparsecell.losses.functional import semantic_energy, stretched_feature_loss, weighted_cross_entropy
+
+
+def make_loss(name, **settings):
+    return build_loss(LossConfig(name=name, **settings), DataConfig())
 
 
 def _inputs(B, C, h, w, D=6, s=4, pattern="random", seed=0):
@@ -26,7 +32,7 @@ def _inputs(B, C, h, w, D=6, s=4, pattern="random", seed=0):
 
 
 def _sel(logits, emb, target, lab):
-    return DetectionLoss("sel", lambda1=1.0)(logits, emb, target, lab)["loss"]
+    return make_loss("sel", lambda1=1.0)(logits, emb, target, lab)["loss"]
 
 
 @pytest.mark.parametrize("B,C,h,w", [(1, 1, 3, 3), (2, 1, 4, 5), (3, 2, 3, 4)])
@@ -79,7 +85,7 @@ def test_gradients_flow_into_embedding_through_energy():
     (g,) = torch.autograd.grad(loss, emb)
     assert g.abs().sum() > 0
     # detached energy: no gradient into the embedding from SEL
-    loss = DetectionLoss("sel", detach_energy=True)(logits, emb, target, lab)["loss"]
+    loss = make_loss("sel", detach_energy=True)(logits, emb, target, lab)["loss"]
     (g,) = torch.autograd.grad(loss, emb, allow_unused=True)
     assert g is None or g.abs().sum() == 0
 
@@ -90,7 +96,7 @@ def test_no_nan_for_edge_label_patterns_and_zero_embeddings(name, pattern):
     logits, emb, target, lab = _inputs(2, 2, 3, 3, pattern=pattern)
     zero = torch.zeros_like(emb, requires_grad=True)
     for e in (emb, zero):
-        out = DetectionLoss(name)(logits, e, target, lab)
+        out = make_loss(name)(logits, e, target, lab)
         loss = out["loss"]
         assert torch.isfinite(loss)
         grads = torch.autograd.grad(loss, [logits, e], allow_unused=True)
@@ -112,39 +118,39 @@ def test_collapsed_embeddings_give_finite_sfl_gradient():
 def test_bf16_autocast_is_finite(name):
     logits, emb, target, lab = _inputs(2, 1, 4, 4)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = DetectionLoss(name)(logits.bfloat16(), emb.bfloat16(), target, lab)["loss"]
+        loss = make_loss(name)(logits.bfloat16(), emb.bfloat16(), target, lab)["loss"]
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
 
 
 def test_ce_and_const_weights():
     logits, emb, target, lab = _inputs(2, 1, 4, 4, pattern="one")
-    ce = DetectionLoss("ce", lambda1=1.0)(logits, emb, target, lab)["loss"]
+    ce = make_loss("ce", lambda1=1.0)(logits, emb, target, lab)["loss"]
     assert ce.item() == pytest.approx(weighted_cross_entropy(logits, target).item())
     # const weight 1.0 is plain CE; a smaller weight lowers the loss
-    c1 = DetectionLoss("const", lambda1=1.0, const_weight=1.0)(logits, emb, target, lab)["loss"]
-    c4 = DetectionLoss("const", lambda1=1.0, const_weight=0.4)(logits, emb, target, lab)["loss"]
+    c1 = make_loss("const", lambda1=1.0, const_weight=1.0)(logits, emb, target, lab)["loss"]
+    c4 = make_loss("const", lambda1=1.0, const_weight=0.4)(logits, emb, target, lab)["loss"]
     assert c1.item() == pytest.approx(ce.item(), rel=1e-6)
     assert c4.item() < ce.item()
 
 
 def test_sel_sfl_total_is_lambda_combination_and_warmup():
     logits, emb, target, lab = _inputs(2, 1, 4, 4)
-    out = DetectionLoss("sel_sfl", lambda1=2.0, lambda2=0.05)(logits, emb, target, lab)
+    out = make_loss("sel_sfl", lambda1=2.0, lambda2=0.05)(logits, emb, target, lab)
     assert out["loss"].item() == pytest.approx(2.0 * out["pixel"].item() + 0.05 * out["sfl"].item(), rel=1e-6)
-    warm = DetectionLoss("sel_sfl", sfl_warmup_steps=100)(logits, emb, target, lab, step=25)
+    warm = make_loss("sel_sfl", sfl_warmup_steps=100)(logits, emb, target, lab, step=25)
     assert warm["loss"].item() == pytest.approx(2.0 * out["pixel"].item() + 0.05 * 0.25 * out["sfl"].item(), rel=1e-6)
 
 
 def test_unknown_loss_name_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown loss 'foo'"):
-        DetectionLoss("foo")
+        LossConfig(name="foo")
 
 
 def test_per_image_matrix_transcription_agrees_too():
-    from reference_losses import sel_sfl_per_image
+    from sparsecell.losses.reference import sel_sfl_per_image
 
     logits, emb, target, lab = _inputs(3, 1, 4, 4)
-    ours = DetectionLoss("sel_sfl")(logits, emb, target, lab)["loss"]
+    ours = make_loss("sel_sfl")(logits, emb, target, lab)["loss"]
     ref = sel_sfl_per_image(logits, emb, target, lab)
     assert ours.item() == pytest.approx(ref.item(), rel=1e-5)
 
@@ -152,7 +158,7 @@ def test_per_image_matrix_transcription_agrees_too():
 @pytest.mark.parametrize("mode", ["bilinear", "nearest"])
 @pytest.mark.parametrize("hw,size", [((3, 4), (12, 16)), ((5, 5), (160, 160)), ((2, 3), (7, 11))])
 def test_energy_map_equals_interpolate(mode, hw, size):
-    from sparsecell.losses import energy_map
+    from sparsecell.losses.functional import energy_map
 
     e = torch.rand(2, 2, *hw)
     full = torch.cat([e.amin(1, keepdim=True), e], 1)
@@ -166,19 +172,72 @@ def test_teacher_weight_spares_cells_the_teacher_finds():
     q = torch.zeros(1, 8, 8)
     q[0, :4, :4] = 1.0  # teacher sure of a cell in node (0, 0), unlabelled
     q[0, 4:, 4:] = 1.0  # and in node (1, 1), which is labelled
-    loss = DetectionLoss("teacher", teacher_floor=0.0, teacher_warmup_steps=0)
-    E = loss.weights(emb, lab, (8, 8), q)
+    loss = make_loss("teacher", teacher_floor=0.0, teacher_warmup_steps=0)
+    E = loss.weight_from(q, lab, (8, 8))
     assert torch.all(E[0, 0, :4, :4] == 0.0)  # background ignored where the teacher finds a cell
     assert torch.all(E[0, 0, 4:, 4:] == 1.0)  # labelled node: full weight
     assert torch.all(E[0, 0, :4, 4:] == 1.0)  # teacher finds nothing: full weight
     assert torch.all(E[0, 1:] == 1.0)  # class channels untouched
     # during warm-up the loss is plain cross-entropy
-    warm = DetectionLoss("teacher", lambda1=1.0, teacher_warmup_steps=10)(logits, emb, target, lab, step=3, teacher_fg=q)
+    teacher = make_loss("teacher", lambda1=1.0, teacher_warmup_steps=10)
+    teacher.bind(_ConstantModel(q))
+    images = torch.zeros(1, 3, 8, 8)
+    warm = teacher(logits, emb, target, lab, step=3, images=images)
     assert warm["loss"].item() == pytest.approx(weighted_cross_entropy(logits, target).item())
+    # after it, the teacher's foreground (from its own forward pass) sets the weights
+    after = teacher(logits, emb, target, lab, step=10, images=images)
+    E = loss.weight_from(teacher.foreground(images), lab, (8, 8))
+    assert after["loss"].item() == pytest.approx(weighted_cross_entropy(logits, target, E).item(), rel=1e-6)
+    assert after["loss"].item() != pytest.approx(warm["loss"].item())
+
+
+class _ConstantModel(torch.nn.Module):
+    """A 'model' whose foreground probability is ``q`` (B, H, W) whatever the input."""
+
+    def __init__(self, q):
+        super().__init__()
+        self.register_buffer("q", q)
+        self.w = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        from types import SimpleNamespace
+
+        fg = self.q.clamp(1e-4, 1 - 1e-4)
+        logits = torch.stack([torch.log1p(-fg), torch.log(fg)], 1) + self.w
+        return SimpleNamespace(logits=logits)
+
+
+def test_teacher_is_an_ema_of_the_model():
+    student = torch.nn.Linear(2, 2)
+    loss = make_loss("teacher", teacher_decay=0.75)
+    loss.bind(student)
+    before = loss.teacher.weight.detach().clone()
+    with torch.no_grad():
+        student.weight.add_(1.0)
+    loss.after_step(student)
+    torch.testing.assert_close(loss.teacher.weight, 0.75 * before + 0.25 * student.weight.detach())
+    assert not loss.teacher.weight.requires_grad
+
+
+def test_every_named_loss_has_a_class_and_a_role():
+    from sparsecell.losses.methods import LOSS_CLASSES
+
+    assert set(LOSS_CLASSES) == set(ROLES)
+    assert all(ROLES[n] in ("baseline", "ours") for n in ROLES)
+
+
+def test_pu_keep_follows_the_simulated_share_then_the_users_then_the_fallback():
+    from sparsecell.losses import FALLBACK_KEEP, annotated_share
+
+    assert annotated_share(LossConfig(name="pu"), DataConfig(keep=0.1)) == 0.1
+    assert annotated_share(LossConfig(name="pu", pu_keep=0.3), DataConfig(keep=0.1)) == 0.3
+    with pytest.warns(UserWarning, match="assuming 25%"):
+        assert annotated_share(LossConfig(name="pu"), DataConfig(already_sparse=True)) == FALLBACK_KEEP
+    assert build_loss(LossConfig(name="pu"), DataConfig(keep=0.1)).keep == 0.1
 
 
 def test_pu_risk_unlabelled_weights():
-    from sparsecell.losses import pu_risk
+    from sparsecell.losses.functional import pu_risk
 
     logits, emb, target, lab = _inputs(2, 1, 4, 4, pattern="one")
     base = pu_risk(logits, target, prior=0.1)
@@ -202,10 +261,10 @@ def test_pu_risk_unlabelled_weights():
 
 
 def test_sel_pu_is_energy_weighted_pu_plus_sfl():
-    from sparsecell.losses import energy_map, pu_risk, semantic_energy
+    from sparsecell.losses.functional import energy_map, pu_risk, semantic_energy
 
     logits, emb, target, lab = _inputs(2, 1, 4, 4)
-    out = DetectionLoss("sel_pu", lambda1=2.0, lambda2=0.05, pu_prior=0.1)(logits, emb, target, lab)
+    out = make_loss("sel_pu", lambda1=2.0, lambda2=0.05, pu_prior=0.1)(logits, emb, target, lab)
     E = energy_map(semantic_energy(emb, lab), (16, 16))[:, 0]
     pixel = pu_risk(logits, target, prior=0.1, unl_weight=E)
     sfl = stretched_feature_loss(emb, lab)

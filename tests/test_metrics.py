@@ -1,8 +1,19 @@
 import numpy as np
 import pytest
 
-from sparsecell.inference import THRESHOLD_GRID, filter_scores, find_peaks
-from sparsecell.metrics import Match, average_precision, detection_scores, match_points, radius_px, score_points
+from sparsecell.inference import find_peaks
+from sparsecell.metrics import (
+    PAPER_THRESHOLD,
+    THRESHOLD_GRID,
+    Match,
+    average_precision,
+    detection_scores,
+    match_points,
+    micro_f1,
+    radius_px,
+    score_points,
+    threshold_sweep,
+)
 from sparsecell.points import Points
 from sparsecell.targets import gaussian_heatmap
 
@@ -118,14 +129,14 @@ def test_find_peaks_min_distance_and_border():
     assert sorted(map(tuple, det.xy.tolist())) == [(0.0, 0.0), (10.0, 10.0)]
 
 
-def test_filter_scores_equals_find_peaks_at_higher_threshold():
+def test_above_equals_find_peaks_at_higher_threshold():
     rng = np.random.default_rng(0)
     pts = Points(rng.uniform(0, 96, (40, 2)), rng.integers(0, 2, 40), ("a", "b"))
     g = gaussian_heatmap(pts, (96, 96), sigma=3)
     g[1:] *= rng.uniform(0.05, 1.0, size=(2, 1, 1)) * rng.uniform(0.5, 1, size=(2, 96, 96))
     low = find_peaks(g, pts.classes, threshold=THRESHOLD_GRID[0])
     for t in (0.05, 0.2, 0.5):
-        a = filter_scores(low, t)
+        a = low.above(t)
         b = find_peaks(g, pts.classes, threshold=t)
         assert sorted(map(tuple, a.xy.tolist())) == sorted(map(tuple, b.xy.tolist()))
 
@@ -133,3 +144,42 @@ def test_filter_scores_equals_find_peaks_at_higher_threshold():
 def test_threshold_grid_is_fine_below_0_1():
     assert THRESHOLD_GRID[0] == 0.01
     assert sum(t < 0.1 for t in THRESHOLD_GRID) >= 9
+
+
+def test_threshold_sweep_equals_scoring_each_threshold():
+    rng = np.random.default_rng(1)
+    truth = [Points(rng.uniform(0, 60, (n, 2)), rng.integers(0, 2, n), ("a", "b")) for n in (12, 0, 7)]
+    peaks = [Points(np.clip(t.xy + rng.normal(0, 3, t.xy.shape), 0, 60), t.labels, t.classes, rng.uniform(0, 1, len(t)))
+             for t in truth]  # fmt: skip
+    peaks[1] = Points(rng.uniform(0, 60, (5, 2)), np.zeros(5, int), ("a", "b"), rng.uniform(0, 1, 5))  # all false
+    sweep = threshold_sweep(truth, peaks, radius=4.0)
+    assert sweep.thresholds == THRESHOLD_GRID and sweep.radius == 4.0
+    for k, t in enumerate(sweep.thresholds):
+        a = score_points(truth, [p.above(t) for p in peaks], 4.0)["all"]
+        assert tuple(sweep.counts[k]) == (a.tp, a.fp, a.fn)
+        assert sweep.f1[k] == pytest.approx(a.f1, abs=1e-12)
+    thr, f1 = sweep.best()
+    assert f1 == pytest.approx(max(sweep.f1)) and thr == sweep.thresholds[int(np.argmax(sweep.f1))]
+    assert sweep.f1_at(PAPER_THRESHOLD) == pytest.approx(score_points(truth, [p.above(0.7) for p in peaks], 4.0)["all"].f1)
+
+
+def test_sweep_ties_go_to_the_lowest_threshold():
+    truth = [Points.from_xy([[10, 10]], ("a",))]
+    peaks = [Points(np.array([[10.0, 10.0]]), np.zeros(1, int), ("a",), np.array([0.9]))]
+    assert threshold_sweep(truth, peaks, 3.0, (0.1, 0.5, 0.8)).best() == (0.1, 1.0)
+
+
+def test_micro_f1_conventions():
+    assert micro_f1(0, 0, 0) == 1.0  # nothing to find, nothing found
+    assert micro_f1(0, 3, 0) == 0.0 and micro_f1(0, 0, 3) == 0.0
+    assert micro_f1(3, 1, 2) == pytest.approx(2 * 0.75 * 0.6 / (0.75 + 0.6))
+    np.testing.assert_allclose(micro_f1(np.array([1, 0]), np.array([1, 0]), np.array([0, 0])), [2 / 3, 1.0])
+
+
+def test_evaluation_record_as_dict_keeps_the_json_shape():
+    from sparsecell.metrics import Evaluation
+
+    s = score_points([Points.from_xy([[1, 1]], ("a",))], [Points.from_xy([[1, 2]], ("a",))], 3.0)
+    d = Evaluation(0.3, 3.0, 1, s, 1.0, {0.5: 1.0, 0.7: 0.0}).as_dict()
+    assert d["threshold"] == 0.3 and d["radius_px"] == 3.0 and d["all"]["tp"] == 1 and d["a"]["f1"] == 1.0
+    assert d["f1_at"] == {"0.5": 1.0, "0.7": 0.0} and d["ap"] == 1.0

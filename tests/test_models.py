@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from sparsecell.losses import DetectionLoss
+from sparsecell.config import DataConfig, LossConfig
+from sparsecell.losses import build_loss
 from sparsecell.models import MODEL_SIZES, UNetDetector, ViGDetector, build_model
 from sparsecell.models.vig import knn_graph
 
@@ -71,7 +72,7 @@ def test_a_few_steps_on_a_synthetic_tile_lower_the_loss(name):
     t = torch.from_numpy(gaussian_heatmap(pts, (64, 64), 3.0))[None]
     m = build_model("vig_cpu", num_classes=pts.num_classes)
     lab = torch.from_numpy(node_labels(pts, (64, 64), m.stride))[None]
-    loss_fn = DetectionLoss(name)
+    loss_fn = build_loss(LossConfig(name=name), DataConfig())
     opt = torch.optim.Adam(m.parameters(), lr=3e-3)
     losses = []
     for step in range(8):

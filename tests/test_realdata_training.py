@@ -4,7 +4,8 @@ import pytest
 
 from sparsecell.config import load_config
 from sparsecell.inference import Detector, evaluate
-from sparsecell.train import load_samples, train
+from sparsecell.datasets import load_samples
+from sparsecell.train import train
 
 
 @pytest.mark.realdata
@@ -25,5 +26,5 @@ def test_short_crchisto_training_learns(shared_data, tmp_path):
     ev = evaluate(det, val)
     # an untrained detector scores about 0.0-0.1 here; a few minutes of CPU training on
     # 16 images reach well above 0.5 (radius 6 px)
-    print(f"CRCHisto short training: validation F1 {ev['all']['f1']:.3f}")
-    assert ev["all"]["f1"] > 0.5, ev["all"]
+    print(f"CRCHisto short training: validation F1 {ev.all.f1:.3f}")
+    assert ev.all.f1 > 0.5, ev.all

@@ -30,17 +30,6 @@ def _write_json(obj, path: Path) -> Path:
     return path
 
 
-def _detect_source(root: Path) -> str:
-    """Guess the dataset kind of a folder."""
-    if (root / "annotations").is_dir() and (root / "images").is_dir():
-        return "bcdata"
-    if any(root.glob("**/img*_detection.mat")):
-        return "crchisto"
-    if any(p.suffix.lower() == ".json" for p in root.glob("*")) and not any(root.glob("*.geojson")):
-        return "shidc"
-    return "folder"
-
-
 # ---------------------------------------------------------------------------------------
 def cmd_train(args) -> int:
     from .config import load_config
@@ -59,32 +48,32 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .data import open_dataset
+    from .datasets import detect_source, open_dataset
     from .inference import Detector, evaluate
     from .report import results_table
 
     det = Detector.from_checkpoint(args.checkpoint, device=args.device)
     root = Path(args.data)
-    source = args.source or _detect_source(root)
-    kw = {"mode": args.mode} if source == "crchisto" else {}
-    ds = open_dataset(source, root, args.split, **kw)
+    source = args.source or detect_source(root)
+    ds = open_dataset(source, root, args.split, mode=args.mode)
     samples = [ds[i] for i in _progress(range(len(ds)), "loading")]
-    radius = args.radius
+    radius, mpp = args.radius, args.mpp if args.mpp is not None else det.eval.mpp
     if args.radius_um is not None:
         from .metrics import radius_px
 
         try:
-            radius = radius_px(args.radius_um, "um", args.mpp)
+            radius = radius_px(args.radius_um, "um", mpp)
         except ValueError as e:
             raise SparsecellError(f"--radius-um: {e}") from None
-    res = evaluate(det, samples, radius=radius, threshold=args.threshold)
+    ev = evaluate(det, samples, radius=radius, threshold=args.threshold)
+    res = ev.as_dict()
     res.update({"checkpoint": str(args.checkpoint), "data": str(root), "source": source, "split": args.split})
-    rows = {k: dict(res[k], threshold=res["threshold"], ap=res["ap"] if k == "all" else float("nan"))
+    rows = {k: dict(ev.scores[k].as_dict(), threshold=ev.threshold, ap=ev.ap if k == "all" else float("nan"))
             for k in list(det.classes) + (["all"] if len(det.classes) > 1 else [])}  # fmt: skip
     print(results_table(rows))
-    um = f" = {res['radius_px'] * args.mpp:g} um" if args.mpp else ""
-    print(f"micro = TP/FP/FN summed over {res['n_images']} images; per image = P and R averaged over images; "
-          f"radius {res['radius_px']:g} px{um}; F1 at 0.7: {res['f1_at']['0.7']:.3f}, at 0.5: {res['f1_at']['0.5']:.3f}")  # fmt: skip
+    um = f" = {ev.radius * mpp:g} um" if mpp else ""
+    print(f"micro = TP/FP/FN summed over {ev.n_images} images; per image = P and R averaged over images; "
+          f"radius {ev.radius:g} px{um}; " + ", ".join(f"F1 at {t:g}: {f:.3f}" for t, f in sorted(ev.f1_at.items(), reverse=True)))  # fmt: skip
     out = Path(args.out) if args.out else Path(args.checkpoint).parent.parent / f"evaluate_{source}_{args.split or 'all'}.json"
     _write_json(res, out)
     print(f"wrote {out}")
@@ -92,7 +81,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .data import read_image
+    from .imageio import read_image
     from .inference import Detector
     from .points import write_csv, write_geojson
     from .report import overlay, save_png
@@ -164,10 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("data", help="dataset folder (CRCHisto, BCData, SHIDC, or images with same-stem CSV/GeoJSON)")
     e.add_argument("--source", choices=["crchisto", "bcdata", "shidc", "folder"], help="dataset kind (default: guessed)")
     e.add_argument("--split", help="split folder, e.g. test")
-    e.add_argument("--mode", default="detection", help="CRCHisto: detection or classes")
+    e.add_argument("--mode", choices=["detection", "classes"], help="CRCHisto: detection (every nucleus, the default) or classes")
     e.add_argument("--radius", type=float, help="matching radius in px (default: the checkpoint's)")
     e.add_argument("--radius-um", type=float, help="matching radius in um (needs --mpp)")
-    e.add_argument("--mpp", type=float, help="resolution in um per px, for --radius-um (CRCHisto: about 0.55)")
+    e.add_argument("--mpp", type=float, help="resolution in um per px, for --radius-um (default: the checkpoint's eval.mpp; CRCHisto: about 0.55)")
     e.add_argument("--threshold", type=float, help="detection threshold (default: chosen on validation, in the checkpoint)")
     e.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     e.add_argument("--out", help="JSON file to write")

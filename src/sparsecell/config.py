@@ -16,9 +16,9 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from .errors import ConfigError
-from .losses import DetectionLoss
+from .losses import DEFAULT_LOSS, ROLES
 
-__all__ = ["DataConfig", "ModelConfig", "LossConfig", "TrainConfig", "Config", "load_config", "apply_overrides"]
+__all__ = ["DataConfig", "ModelConfig", "LossConfig", "EvalConfig", "TrainConfig", "Config", "load_config", "apply_overrides"]
 
 
 @dataclass
@@ -64,8 +64,88 @@ class ModelConfig:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "size" and v is not None}
 
 
-#: The loss section is the loss itself: its settings are :class:`DetectionLoss`'s fields.
-LossConfig = DetectionLoss
+@dataclass
+class LossConfig:
+    """Which loss trains the detector, and its settings (each loss reads the ones it
+    uses; :mod:`sparsecell.losses` describes the family).
+
+    Parameters
+    ----------
+    name : one of :data:`sparsecell.losses.ROLES` (default: sparsecell's default method)
+    lambda1, lambda2 : float
+        Weights of the pixel loss (SEL, weighted CE or PU risk) and of SFL (paper: 2.0 and 0.05).
+    margin : float
+        SFL margin m (paper: 10).
+    sfl_warmup_steps : int
+        Ramp lambda2 linearly from 0 over this many steps (0 = off, the paper).
+    detach_energy : bool
+        Stop gradients through the energy (paper: not detached).
+    const_weight : float
+        The weight of unlabelled nodes for ``const``.
+    energy_upsample : {"bilinear", "nearest"}
+    pu_prior : float, optional
+        PU's prior of positive pixels; None: estimated per batch from ``pu_keep``.
+    pu_keep : float, optional
+        The share of cells that were annotated; None: the simulated ``data.keep``, or
+        :data:`sparsecell.losses.FALLBACK_KEEP` (with a warning) for data that is sparse already.
+    teacher_decay, teacher_warmup_steps, teacher_floor : for ``teacher``: the EMA
+        decay of the teacher's weights, the steps of plain cross-entropy before its
+        weight applies, and the background weight where the teacher is sure of a cell.
+    """
+
+    name: str = DEFAULT_LOSS
+    lambda1: float = 2.0
+    lambda2: float = 0.05
+    margin: float = 10.0
+    sfl_warmup_steps: int = 0
+    detach_energy: bool = False
+    const_weight: float = 0.4
+    energy_upsample: str = "bilinear"
+    pu_prior: float | None = None
+    pu_keep: float | None = None
+    teacher_decay: float = 0.99
+    teacher_warmup_steps: int = 100
+    teacher_floor: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.name not in ROLES:
+            raise ValueError(f"unknown loss {self.name!r}; choose one of {sorted(ROLES)}")
+        if self.energy_upsample not in ("bilinear", "nearest"):
+            raise ValueError(f"energy_upsample must be 'bilinear' or 'nearest', got {self.energy_upsample!r}")
+
+
+@dataclass
+class EvalConfig:
+    """How heatmaps become cells and cells are scored: read alike by training's
+    validation, :class:`~sparsecell.inference.Detector` and ``evaluate``; saved in every
+    checkpoint.
+
+    Parameters
+    ----------
+    radius : float
+        Matching radius in px: a detection within it of a true point can match it.
+    min_distance : int
+        Peaks at least this many px apart (the paper: 6).
+    peak_mode : {"per_class", "foreground"}
+        See :func:`sparsecell.inference.find_peaks`.
+    threshold : float, optional
+        The detection threshold. None (the default): chosen on the validation images
+        over :data:`sparsecell.metrics.THRESHOLD_GRID` at every validation and stored in
+        the checkpoint; a number: fixed (validation F1 is then reported at it).
+    mpp : float, optional
+        Resolution of the training images in um per px (e.g. CRCHisto about 0.55);
+        None when unknown. Stored with the model; a radius in um needs it.
+    """
+
+    radius: float = 6.0
+    min_distance: int = 6
+    peak_mode: str = "per_class"
+    threshold: float | None = None
+    mpp: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.peak_mode not in ("per_class", "foreground"):
+            raise ValueError(f"peak_mode must be 'per_class' or 'foreground', got {self.peak_mode!r}")
 
 
 @dataclass
@@ -86,10 +166,6 @@ class TrainConfig:
     out_dir: str = "runs/train"
     val_every: int = 1  # validate every n epochs
     patience: int | None = None  # early stopping on validation F1 (None = off)
-    radius: float = 6.0  # matching radius, px
-    min_distance: int = 6  # peak separation, px
-    peak_mode: str = "per_class"
-    threshold: float = 0.5  # used until validation picks one
     max_steps: int = -1
     progress_bar: bool = True
 
@@ -99,6 +175,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict:
@@ -109,6 +186,7 @@ class Config:
         d = d or {}
         if not isinstance(d, dict):
             raise ConfigError(f"{source}: the top level must be a mapping of sections {list(_SECTIONS)}")
+        d = _upgrade(d)
         unknown = sorted(set(d) - set(_SECTIONS))
         if unknown:
             raise ConfigError(f"{source}: unknown section {unknown[0]!r}; sections are {list(_SECTIONS)}")
@@ -137,7 +215,30 @@ class Config:
         return path
 
 
-_SECTIONS = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "train": TrainConfig}
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "eval": EvalConfig, "train": TrainConfig}
+
+#: Keys that moved to another section: old name -> new name (configs and checkpoints
+#: written before the ``eval`` section existed are read with them moved).
+MOVED = {"train.radius": "eval.radius", "train.min_distance": "eval.min_distance", "train.peak_mode": "eval.peak_mode"}
+#: Keys that no longer exist (``train.threshold`` was only the value used before the first validation).
+DROPPED = ("train.threshold",)
+
+
+def _upgrade(d: dict) -> dict:
+    """A config dict of an earlier version, with moved keys in their new sections."""
+    train = d.get("train")
+    if not isinstance(train, dict) or not any(f"train.{k}" in (*MOVED, *DROPPED) for k in train):
+        return d
+    d = {k: (dict(v) if isinstance(v, dict) else v) for k, v in d.items()}
+    for old, new in MOVED.items():
+        key = old.split(".", 1)[1]
+        if key in d["train"]:
+            d.setdefault("eval", {})
+            d["eval"] = dict(d["eval"] or {})
+            d["eval"].setdefault(new.split(".", 1)[1], d["train"].pop(key))
+    for old in DROPPED:
+        d["train"].pop(old.split(".", 1)[1], None)
+    return d
 
 
 def _coerce(klass, key: str, value, source: str):
@@ -193,7 +294,9 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
         sec, k = key.split(".", 1)
         if sec not in d:
             raise ConfigError(f"override {ov!r}: unknown section {sec!r}; sections are {list(_SECTIONS)}")
-        if k not in d[sec]:
+        if key in MOVED:
+            sec, k = MOVED[key].split(".", 1)
+        elif k not in d[sec]:
             raise ConfigError(f"override {ov!r}: unknown key {k!r} in {sec}; known: {sorted(d[sec])}")
         v = yaml.safe_load(value) if value.strip() else None
         d[sec][k] = v

@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 
 from .config import Config, load_config
-from .data import Sample
-from .losses import DEFAULT_LOSS
 from .fileio import atomic_write_text
+from .losses import DEFAULT_LOSS
 
 __all__ = ["demo_config", "run_demo", "DEMO_METHODS"]
 
@@ -35,7 +34,7 @@ def demo_config(method: str, out: Path, quick: bool = False) -> Config:
         "train.lr=0.002",
         "train.epochs=36",
         "train.val_every=3",
-        "train.radius=6",
+        "eval.radius=6",
         f"train.out_dir={out / method}",
         "train.progress_bar=false",
     ]
@@ -45,10 +44,11 @@ def demo_config(method: str, out: Path, quick: bool = False) -> Config:
 
 
 def run_demo(out: Path = Path("runs/demo"), quick: bool = False, methods=None) -> dict:
+    from .datasets import dataset_options, open_dataset
     from .inference import Detector, evaluate, node_energy
     from .report import energy_figure, overlay, results_table, save_png
-    from .synthetic import SyntheticConfig, synthetic_dataset
     from .targets import sparsify
+    from .metrics import PAPER_THRESHOLD
     from .train import train
 
     methods = list(methods or DEMO_METHODS)
@@ -57,13 +57,13 @@ def run_demo(out: Path = Path("runs/demo"), quick: bool = False, methods=None) -
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     base = demo_config(methods[0], out, quick)
-    n_test = 2 if quick else base.data.synthetic_test
-    test = [Sample(*s) for s in synthetic_dataset(n_test, seed=base.data.synthetic_seed + 2,
-                                                  config=SyntheticConfig(size=base.data.synthetic_size))]  # fmt: skip
+    opts = dataset_options(base.data, "test")
+    n_test = opts["n"] = 2 if quick else opts["n"]
+    test = list(open_dataset("synthetic", None, "test", **opts))
     print(f"sparsecell demo: {base.data.synthetic_train} training / {base.data.synthetic_val} validation / {n_test} test "
           f"synthetic IHC tiles ({base.data.synthetic_size} px), {int(base.data.keep * 100)}% of the training points kept; "
           f"model {base.model.size}, {base.train.epochs} epochs per method", flush=True)  # fmt: skip
-    results: dict = {"default": DEFAULT_LOSS, "methods": {}, "keep": base.data.keep, "radius_px": base.train.radius}
+    results: dict = {"default": DEFAULT_LOSS, "methods": {}, "keep": base.data.keep, "radius_px": base.eval.radius}
     detectors = {}
     for m in methods:
         cfg = demo_config(m, out, quick)
@@ -73,14 +73,14 @@ def run_demo(out: Path = Path("runs/demo"), quick: bool = False, methods=None) -
         r = train(cfg, quiet=True)
         det = Detector.from_checkpoint(r.best_checkpoint, device="cpu")
         ev = evaluate(det, test)
-        a = ev["all"]
+        a = ev.all
         results["methods"][m] = {
-            "precision": a["precision"], "recall": a["recall"], "f1": a["f1"], "threshold": det.threshold,
-            "f1_per_image": a["f1_per_image"], "ap": ev["ap"], "f1_at_0.7": ev["f1_at"]["0.7"], "val_f1": r.val_f1,
+            "precision": a.precision, "recall": a.recall, "f1": a.f1, "threshold": det.threshold,
+            "f1_per_image": a.f1_per_image, "ap": ev.ap, "f1_at_0.7": ev.f1_at[PAPER_THRESHOLD], "val_f1": r.val_f1,
             "train_seconds": round(time.time() - t0, 1),
         }  # fmt: skip
         detectors[m] = det
-        print(f"  {m:8s} test F1 {a['f1']:.3f} (P {a['precision']:.3f}, R {a['recall']:.3f}) at threshold "
+        print(f"  {m:8s} test F1 {a.f1:.3f} (P {a.precision:.3f}, R {a.recall:.3f}) at threshold "
               f"{det.threshold:g}, {time.time() - t0:.0f} s", flush=True)  # fmt: skip
     # figures: overlays of one test tile per method, and the energy maps of the default method
     s0 = test[0]
@@ -101,7 +101,7 @@ def run_demo(out: Path = Path("runs/demo"), quick: bool = False, methods=None) -
     print()
     print(table)
     print()
-    print(f"micro F1 on the full annotations of {n_test} held-out tiles, radius {base.train.radius:g} px; "
+    print(f"micro F1 on the full annotations of {n_test} held-out tiles, radius {base.eval.radius:g} px; "
           f"threshold chosen on validation per method")  # fmt: skip
     print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'energy_map.png'}, overlays in {out / 'overlays'}, "
           f"checkpoints in {out}/<method>/checkpoints")  # fmt: skip

@@ -1,5 +1,6 @@
 """Detection scores as the field computes them: one-to-one matching within a radius,
-then precision, recall and F1, micro (summed over images) and per-image averaged.
+then precision, recall and F1, micro (summed over images) and per-image averaged; the
+threshold sweep that picks the detection threshold; the record of an evaluation.
 
 Pure numpy/scipy: points in, plain numbers out, no I/O.
 """
@@ -15,7 +16,18 @@ from scipy.spatial import cKDTree
 
 from .points import Points
 
-__all__ = ["Match", "Scores", "match_points", "detection_scores", "score_points", "average_precision", "radius_px"]
+__all__ = ["Match", "Scores", "match_points", "detection_scores", "score_points", "average_precision", "radius_px",
+           "micro_f1", "THRESHOLD_GRID", "PAPER_THRESHOLD", "UNSET_THRESHOLD", "Sweep", "threshold_sweep", "Evaluation"]  # fmt: skip
+
+#: Thresholds tried on validation data: fine below 0.1, where sparse training puts
+#: the best one, coarser above (0.01 .. 0.09 step 0.01, 0.1 .. 0.9 step 0.05).
+THRESHOLD_GRID: tuple[float, ...] = tuple(
+    np.round(np.concatenate([np.arange(0.01, 0.1, 0.01), np.arange(0.1, 0.95, 0.05)]), 3).tolist()
+)
+#: The paper's fixed detection threshold (reported beside the validation-chosen one).
+PAPER_THRESHOLD = 0.7
+#: The threshold a model holds before any validation has chosen one.
+UNSET_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,14 @@ class Scores:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def micro_f1(tp, fp, fn):
+    """F1 = 2 TP / (2 TP + FP + FN) (= 2PR / (P + R)); 1 where there is nothing to find
+    and nothing was found. Works on numbers and on numpy arrays alike."""
+    tp, fp, fn = (np.asarray(v, np.float64) for v in (tp, fp, fn))
+    den = 2 * tp + fp + fn
+    return np.where(den > 0, 2 * tp / np.maximum(den, 1), 1.0)
 
 
 def radius_px(radius: float, unit: str = "px", mpp: float | None = None) -> float:
@@ -123,7 +143,7 @@ def detection_scores(matches: Iterable[Match]) -> Scores:
     fn = sum(m.fn for m in matches)
     p = _ratio(tp, tp + fp, 1.0 if fn == 0 else 0.0)
     r = _ratio(tp, tp + fn, 1.0 if fp == 0 else 0.0)
-    f1 = 2 * p * r / (p + r) if p + r > 0 else 0.0
+    f1 = float(micro_f1(tp, fp, fn))
     if matches:
         pi = float(np.mean([_ratio(m.tp, m.n_pred, 1.0 if m.fn == 0 else 0.0) for m in matches]))
         ri = float(np.mean([_ratio(m.tp, m.n_true, 1.0 if m.fp == 0 else 0.0) for m in matches]))
@@ -212,3 +232,82 @@ def average_precision(truth: Sequence[Points], preds: Sequence[Points], radius: 
     precision = np.maximum.accumulate(precision[::-1])[::-1]
     r_prev = np.concatenate([[0.0], recall[:-1]])
     return float(np.sum((recall - r_prev) * precision))
+
+
+# ---------------------------------------------------------------------------------------
+# The threshold sweep
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Sweep:
+    """Micro TP/FP/FN over a dataset at each of several detection thresholds, at one
+    matching radius (each threshold is matched on its own: with a maximum matching the
+    pairs change as detections drop out).
+
+    ``counts`` is (T, 3): tp, fp, fn per threshold; the counts of parts of a dataset
+    (e.g. the images of each DDP rank) add up to the whole's.
+    """
+
+    thresholds: tuple[float, ...]
+    radius: float
+    counts: np.ndarray
+
+    @property
+    def f1(self) -> np.ndarray:
+        """Micro F1 per threshold (:func:`micro_f1`)."""
+        return micro_f1(*np.asarray(self.counts).T)
+
+    def best(self) -> tuple[float, float]:
+        """(threshold, F1) of the best micro F1; ties go to the lowest threshold."""
+        f1 = self.f1
+        k = int(np.argmax(f1))
+        return float(self.thresholds[k]), float(f1[k])
+
+    def f1_at(self, threshold: float) -> float:
+        """Micro F1 at one of the swept thresholds."""
+        return float(self.f1[self.thresholds.index(threshold)])
+
+
+def threshold_sweep(truth: Sequence[Points], peaks: Sequence[Points], radius: float,
+                    thresholds: Sequence[float] = THRESHOLD_GRID) -> Sweep:  # fmt: skip
+    """Score scored detections (``peaks``, found at a threshold at or below the lowest
+    of ``thresholds``) against ``truth`` at every threshold; see :meth:`Points.above`."""
+    thresholds = tuple(float(t) for t in thresholds)
+    counts = np.zeros((len(thresholds), 3), np.int64)
+    if truth:
+        for k, t in enumerate(thresholds):
+            a = score_points(truth, [p.above(t) for p in peaks], radius)["all"]
+            counts[k] = (a.tp, a.fp, a.fn)
+    return Sweep(thresholds, float(radius), counts)
+
+
+# ---------------------------------------------------------------------------------------
+# The record of an evaluation
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Evaluation:
+    """Scores of a detector on fully annotated images, with the settings that made them.
+
+    ``scores``: per class and ``"all"`` (:class:`Scores`); ``ap``: threshold-free
+    average precision (NaN with no true point); ``f1_at``: micro F1 at fixed thresholds
+    (the paper's 0.7 and 0.5).
+    """
+
+    threshold: float
+    radius: float
+    n_images: int
+    scores: dict[str, Scores]
+    ap: float
+    f1_at: dict[float, float]
+
+    @property
+    def all(self) -> Scores:
+        return self.scores["all"]
+
+    def as_dict(self) -> dict:
+        """A JSON-ready dict: ``threshold``, ``radius_px``, ``n_images``, one entry per
+        class and ``all`` (:meth:`Scores.as_dict`), ``ap`` and ``f1_at`` (keys as strings)."""
+        out = {"threshold": self.threshold, "radius_px": self.radius, "n_images": self.n_images}
+        out.update({k: v.as_dict() for k, v in self.scores.items()})
+        out["ap"] = self.ap
+        out["f1_at"] = {f"{t:g}": f for t, f in self.f1_at.items()}
+        return out

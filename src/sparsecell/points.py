@@ -1,4 +1,6 @@
-"""Point annotations: the record for one image's points, and its readers and writers.
+"""Point annotations: the record for one image's points, and the generic readers and
+writers (CSV and QuPath GeoJSON); each data set's own format is read in its module of
+:mod:`sparsecell.datasets`.
 
 Every coordinate in sparsecell is (x, y) = (column, row), 0-based, in pixels of the
 image as stored. Readers convert from their format's convention (CRCHisto's .mat
@@ -24,12 +26,11 @@ from .fileio import atomic_write_text
 
 __all__ = [
     "Points",
+    "check_file",
+    "finite_xy",
     "read_points",
     "read_csv",
     "read_geojson",
-    "read_bcdata",
-    "read_crchisto",
-    "read_shidc",
     "write_csv",
     "write_geojson",
     "CLASS_COLOURS",
@@ -135,6 +136,14 @@ class Points:
             None if self.scores is None else self.scores[index],
         )
 
+    def above(self, threshold: float) -> "Points":
+        """The scored points whose score is strictly above ``threshold``. For peaks found
+        at a lower threshold this equals finding them at ``threshold`` (a peak is only
+        suppressed by stronger ones), so a threshold sweep needs one peak search."""
+        if self.scores is None:
+            raise ValueError("Points.above: these points have no scores")
+        return self.subset(self.scores > threshold)
+
     def of_class(self, c: int) -> "Points":
         return self.subset(self.labels == c)
 
@@ -182,14 +191,16 @@ class Points:
 # ---------------------------------------------------------------------------------------
 # Readers
 # ---------------------------------------------------------------------------------------
-def _check_exists(path: Path) -> None:
+def check_file(path: Path) -> None:
+    """An AnnotationError unless ``path`` is an existing file."""
     if not path.exists():
         raise AnnotationError(f"{path}: annotation file not found")
     if not path.is_file():
         raise AnnotationError(f"{path}: not a file")
 
 
-def _finite_xy(xy: np.ndarray, path: Path) -> np.ndarray:
+def finite_xy(xy: np.ndarray, path: Path) -> np.ndarray:
+    """``xy`` if every coordinate is finite, else an AnnotationError naming ``path``."""
     bad = ~np.isfinite(xy).all(axis=1)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -241,7 +252,7 @@ def read_csv(path: str | Path, classes: Sequence[str] | None = None) -> Points:
     detections) becomes ``Points.scores``.
     """
     path = Path(path)
-    _check_exists(path)
+    check_file(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
@@ -270,7 +281,7 @@ def read_csv(path: str | Path, classes: Sequence[str] | None = None) -> Points:
         raise AnnotationError(f"{path}: not a text CSV file") from None
     except csv.Error as e:
         raise AnnotationError(f"{path}: malformed CSV: {e}") from None
-    xy_arr = _finite_xy(np.array(xy, np.float64).reshape(-1, 2), path)
+    xy_arr = finite_xy(np.array(xy, np.float64).reshape(-1, 2), path)
     labels, classes = _resolve_labels(raw, classes, path, "label")
     return Points(xy_arr, labels, classes, np.array(scores, np.float64) if score_key else None)
 
@@ -296,7 +307,7 @@ def read_geojson(path: str | Path, classes: Sequence[str] | None = None) -> Poin
     is of the single class (an error when several classes were asked for).
     """
     path = Path(path)
-    _check_exists(path)
+    check_file(path)
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -342,7 +353,7 @@ def read_geojson(path: str | Path, classes: Sequence[str] | None = None) -> Poin
             raise AnnotationError(f"{path}: feature {i}: malformed {gtype} coordinates") from None
         xy.extend(pts)
         raw.extend([name] * len(pts))
-    xy_arr = _finite_xy(np.array(xy, np.float64).reshape(-1, 2), path)
+    xy_arr = finite_xy(np.array(xy, np.float64).reshape(-1, 2), path)
     labels, classes = _resolve_labels(raw, classes, path, "classification name")
     return Points(xy_arr, labels, classes)
 
@@ -350,131 +361,6 @@ def read_geojson(path: str | Path, classes: Sequence[str] | None = None) -> Poin
 def _shoelace(ring: np.ndarray) -> float:
     x, y = ring[:, 0], ring[:, 1]
     return float((x * np.roll(y, -1) - np.roll(x, -1) * y).sum() / 2.0)
-
-
-def _read_h5_coordinates(path: Path) -> np.ndarray:
-    import h5py
-
-    _check_exists(path)
-    try:
-        with h5py.File(path, "r") as fh:
-            if "coordinates" not in fh:
-                raise AnnotationError(f"{path}: no dataset 'coordinates' (found {list(fh.keys())})")
-            arr = np.asarray(fh["coordinates"][()], dtype=np.float64)
-    except OSError as e:
-        raise AnnotationError(f"{path}: not a readable HDF5 file ({e})") from None
-    if arr.size == 0:
-        return np.zeros((0, 2))
-    if arr.ndim != 2 or arr.shape[1] != 2:
-        raise AnnotationError(f"{path}: 'coordinates' has shape {arr.shape}, expected (N, 2) = (x, y)")
-    return _finite_xy(arr, path)
-
-
-BCDATA_CLASSES = ("positive", "negative")
-
-
-def read_bcdata(root: str | Path, split: str, image_id: str | int) -> Points:
-    """BCData: ``<root>/annotations/<split>/{positive,negative}/<id>.h5``, (x, y) 0-based.
-
-    Classes: ``positive`` (Ki-67+ tumour cell) and ``negative`` (Ki-67- tumour cell).
-    """
-    root = Path(root)
-    parts = []
-    for c, name in enumerate(BCDATA_CLASSES):
-        xy = _read_h5_coordinates(root / "annotations" / split / name / f"{image_id}.h5")
-        parts.append(Points.from_xy(xy, BCDATA_CLASSES, label=c))
-    return Points.concat(parts)
-
-
-CRCHISTO_CLASSES = ("epithelial", "fibroblast", "inflammatory", "others")
-
-
-def _read_mat_detection(path: Path) -> np.ndarray:
-    from scipy.io import loadmat
-
-    _check_exists(path)
-    try:
-        mat = loadmat(path)
-    except Exception as e:  # scipy raises several types for corrupt files
-        raise AnnotationError(f"{path}: not a readable MATLAB file ({type(e).__name__}: {e})") from None
-    if "detection" not in mat:
-        keys = [k for k in mat if not k.startswith("__")]
-        raise AnnotationError(f"{path}: no key 'detection' (found {keys})")
-    arr = np.asarray(mat["detection"], dtype=np.float64)
-    if arr.size == 0:
-        return np.zeros((0, 2))
-    if arr.ndim != 2 or arr.shape[1] != 2:
-        raise AnnotationError(f"{path}: 'detection' has shape {arr.shape}, expected (N, 2) = (x, y)")
-    xy = _finite_xy(arr, path) - 1.0  # 1-based -> 0-based
-    # MATLAB clicks are continuous: a 1-based value in (0, 1) is a nucleus cut by the
-    # top or left edge, clicked up to one pixel outside (CRCHisto has 9 such points,
-    # down to 0.15). Its mirror, a value in (W, W + 1), already maps inside, so clamp
-    # the lower side to the edge; anything further out is left for check_inside.
-    edge = (xy < 0) & (xy >= -1)
-    xy[edge] = 0.0
-    return xy
-
-
-def _crchisto_dir(root: Path, name: str, kind: str) -> Path:
-    """Where CRCHisto keeps ``<name>_<kind>.mat``, in either layout."""
-    if (root / name).is_dir():  # <split>/imgN/imgN_*.mat
-        return root / name
-    sub = "Detection" if kind == "detection" else "Classification"
-    return root / sub / name
-
-
-def read_crchisto(root: str | Path, name: str, mode: str = "detection") -> Points:
-    """CRCHisto points of image ``name`` (e.g. ``"img1"``), converted to 0-based.
-
-    ``root`` is a split folder holding ``imgN/imgN_*.mat`` or the authors' folder holding
-    ``Detection/imgN/`` and ``Classification/imgN/``. ``mode="detection"`` gives every
-    marked nucleus as one class ``nucleus``; ``mode="classes"`` gives the classified
-    subset in the four classes (epithelial = tumour), a missing class file meaning no
-    cell of that class.
-    """
-    root = Path(root)
-    if mode == "detection":
-        xy = _read_mat_detection(_crchisto_dir(root, name, "detection") / f"{name}_detection.mat")
-        return Points.from_xy(xy, ("nucleus",))
-    if mode != "classes":
-        raise ValueError(f"read_crchisto: mode must be 'detection' or 'classes', got {mode!r}")
-    folder = _crchisto_dir(root, name, "classes")
-    if not folder.is_dir():
-        raise AnnotationError(f"{folder}: CRCHisto image folder not found")
-    parts = []
-    for c, cname in enumerate(CRCHISTO_CLASSES):
-        f = folder / f"{name}_{cname}.mat"
-        xy = _read_mat_detection(f) if f.exists() else np.zeros((0, 2))
-        parts.append(Points.from_xy(xy, CRCHISTO_CLASSES, label=c))
-    return Points.concat(parts)
-
-
-SHIDC_CLASSES = ("positive", "negative", "til")
-
-
-def read_shidc(path: str | Path) -> Points:
-    """SHIDC-B-Ki-67 JSON: a list of ``{"x", "y", "label_id"}``; label_id 1 = Ki-67+
-    tumour, 2 = Ki-67- tumour, 3 = tumour-infiltrating lymphocyte."""
-    path = Path(path)
-    _check_exists(path)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise AnnotationError(f"{path}: not valid JSON: {e}") from None
-    if not isinstance(doc, list):
-        raise AnnotationError(f"{path}: expected a JSON list of {{x, y, label_id}} objects")
-    xy, labels = [], []
-    for i, obj in enumerate(doc):
-        try:
-            x, y, lid = float(obj["x"]), float(obj["y"]), int(obj["label_id"])
-        except (KeyError, TypeError, ValueError):
-            raise AnnotationError(f"{path}: entry {i} is not an object with numeric x, y and label_id") from None
-        if lid not in (1, 2, 3):
-            raise AnnotationError(f"{path}: entry {i} has label_id {lid}; expected 1, 2 or 3")
-        xy.append((x, y))
-        labels.append(lid - 1)
-    xy_arr = _finite_xy(np.array(xy, np.float64).reshape(-1, 2), path)
-    return Points(xy_arr, np.array(labels, np.int64), SHIDC_CLASSES)
 
 
 def read_points(path: str | Path, classes: Sequence[str] | None = None) -> Points:

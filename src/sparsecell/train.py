@@ -6,80 +6,31 @@ early stopping and logging to Lightning's Trainer.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import lightning as L
-import numpy as np
 import torch
 
 from .config import Config
-from .data import CropDataset, Sample, open_dataset
+from .data import CropDataset, sparse_points, to_tensor
+from .datasets import Sample, load_samples
 from .errors import ConfigError
-from .inference import THRESHOLD_GRID, filter_scores, find_peaks, predict_heatmap, to_tensor
-from .metrics import score_points
+from .inference import find_peaks, predict_heatmap
+from .losses import build_loss
+from .metrics import PAPER_THRESHOLD, THRESHOLD_GRID, UNSET_THRESHOLD, threshold_sweep
 from .models import build_model
 from .points import Points
-from .targets import sparsify
 
-__all__ = ["SparseCellModule", "PointDataModule", "load_samples", "sparse_points", "train", "TrainResult"]
+__all__ = ["SparseCellModule", "PointDataModule", "train", "TrainResult"]
 
 
 # ---------------------------------------------------------------------------------------
 # Data
 # ---------------------------------------------------------------------------------------
-def load_samples(cfg: Config) -> tuple[list[Sample], list[Sample], tuple[str, ...]]:
-    """(training samples, validation samples, classes), with full annotations."""
-    d = cfg.data
-    if d.source == "synthetic":
-        from .synthetic import SyntheticConfig, synthetic_dataset
-
-        sc = SyntheticConfig(size=d.synthetic_size)
-        tr = [Sample(*s) for s in synthetic_dataset(d.synthetic_train, seed=d.synthetic_seed, config=sc)]
-        va = [Sample(*s) for s in synthetic_dataset(d.synthetic_val, seed=d.synthetic_seed + 1, config=sc)]
-        return tr, va, tr[0].points.classes
-    if d.root is None:
-        raise ConfigError(f"data.root is required for data.source = {d.source!r}")
-    kw = {"mode": d.mode} if d.source == "crchisto" else {}
-    if d.source == "folder" and d.classes:
-        kw = {"classes": tuple(d.classes)}
-    train_ds = open_dataset(d.source, d.root, d.train_split, **kw)
-    train = [train_ds[i] for i in range(len(train_ds))]
-    if d.val_ids:
-        val_set = set(d.val_ids)
-        val = [s for s in train if s.image_id in val_set]
-        train = [s for s in train if s.image_id not in val_set]
-        if len(val) != len(val_set):
-            missing = sorted(val_set - {s.image_id for s in val})
-            raise ConfigError(f"data.val_ids: {missing[:3]} not found in {d.root} split {d.train_split!r}")
-    elif d.val_split:
-        val_ds = open_dataset(d.source, d.root, d.val_split, **kw)
-        val = [val_ds[i] for i in range(len(val_ds))]
-    else:
-        raise ConfigError("set data.val_split or data.val_ids: validation chooses the threshold and the checkpoint")
-    if d.train_ids:
-        want = set(d.train_ids)
-        train = [s for s in train if s.image_id in want]
-    if not train or not val:
-        raise ConfigError(f"no training ({len(train)}) or validation ({len(val)}) images for {d.source} at {d.root}")
-    return train, val, train_ds.classes
-
-
-def sparse_points(samples: Sequence[Sample], cfg: Config) -> list[Points]:
-    """The training annotations: the full ones thinned to ``data.keep`` (per image,
-    reproducible from ``data.sparse_seed``), or all of them when already sparse."""
-    d = cfg.data
-    if d.already_sparse or d.keep >= 1.0:
-        return [s.points for s in samples]
-    return [
-        sparsify(s.points, d.keep, seed=d.sparse_seed * 1_000_003 + i, per_class=d.per_class, region=d.region,
-                 shape=s.image.shape[:2])
-        for i, s in enumerate(samples)
-    ]  # fmt: skip
-
-
 class _ValImages(torch.utils.data.Dataset):
     def __init__(self, samples: Sequence[Sample]):
         self.samples = samples
@@ -121,8 +72,10 @@ class PointDataModule(L.LightningDataModule):
 class SparseCellModule(L.LightningModule):
     """The detector, its loss, and validation F1 over a threshold grid.
 
-    The threshold that maximises validation micro F1 is kept in the buffer
-    ``threshold`` (saved in every checkpoint) and logged as ``val_threshold``.
+    The threshold that maximises validation micro F1 over
+    :data:`~sparsecell.metrics.THRESHOLD_GRID` (or the fixed ``eval.threshold``) is
+    kept in the buffer ``threshold`` (saved in every checkpoint) and logged as
+    ``val_threshold``.
     """
 
     def __init__(self, config: dict, classes: Sequence[str], val_points: Sequence[Points] | None = None):
@@ -131,23 +84,12 @@ class SparseCellModule(L.LightningModule):
         self.cfg = Config.from_dict(config)
         self.classes = tuple(classes)
         self.model = build_model(self.cfg.model.size, len(self.classes), **self.cfg.model.overrides())
-        self.loss_fn = self.cfg.loss
-        if self.loss_fn.uses_pu and self.loss_fn.pu_keep is None and self.loss_fn.pu_prior is None:
-            import dataclasses
-
-            d = self.cfg.data
-            if d.already_sparse:
-                warnings.warn(f"loss {self.loss_fn.name}: assuming 25% of the cells are annotated; set loss.pu_keep to your estimate")
-                keep = 0.25
-            else:
-                keep = d.keep  # the simulated sparsity is known exactly
-            self.loss_fn = dataclasses.replace(self.loss_fn, pu_keep=keep)
-        self.register_buffer("threshold", torch.tensor(float(self.cfg.train.threshold)))
-        self.teacher = None
-        if self.loss_fn.needs_teacher:  # an EMA copy of the model, never trained directly
-            import copy
-
-            self.teacher = copy.deepcopy(self.model).requires_grad_(False)
+        self.loss_fn = build_loss(self.cfg.loss, self.cfg.data)
+        self.loss_fn.bind(self.model)
+        fixed = self.cfg.eval.threshold
+        self.register_buffer("threshold", torch.tensor(float(UNSET_THRESHOLD if fixed is None else fixed)))
+        #: the thresholds validation scores: the grid, or the fixed one (and the paper's, for the log)
+        self.sweep_thresholds = THRESHOLD_GRID if fixed is None else tuple(dict.fromkeys((float(fixed), PAPER_THRESHOLD)))
         self.val_points = list(val_points) if val_points is not None else []
         self._val_peaks: dict[int, Points] = {}
 
@@ -157,34 +99,15 @@ class SparseCellModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         x, target, labelled = batch
         out = self.model(x)
-        parts = self.loss_fn(out.logits, out.embedding, target, labelled, step=self.global_step,
-                             teacher_fg=self._teacher_foreground(x))  # fmt: skip
+        parts = self.loss_fn(out.logits, out.embedding, target, labelled, step=self.global_step, images=x)
         self.log("train_loss", parts["loss"], prog_bar=True, on_step=True, on_epoch=True, batch_size=len(x))
         for k, v in parts.items():
             if k != "loss":
                 self.log(f"train_{k}", v, on_step=False, on_epoch=True, batch_size=len(x))
         return parts["loss"]
 
-    def _teacher_foreground(self, x: torch.Tensor) -> torch.Tensor | None:
-        """The teacher's foreground probability (B, H, W), spread over a cell's extent."""
-        if self.teacher is None:
-            return None
-        with torch.no_grad():
-            self.teacher.eval()
-            p = torch.softmax(self.teacher(x).logits.float(), dim=1)
-            fg = (1.0 - p[:, :1])
-            k = 2 * int(round(self.cfg.data.sigma)) + 1
-            return torch.nn.functional.max_pool2d(fg, k, stride=1, padding=k // 2)[:, 0]
-
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        if self.teacher is None:
-            return
-        d = self.loss_fn.teacher_decay
-        with torch.no_grad():
-            for pt, ps in zip(self.teacher.parameters(), self.model.parameters()):
-                pt.lerp_(ps.detach(), 1.0 - d)
-            for bt, bs in zip(self.teacher.buffers(), self.model.buffers()):
-                bt.copy_(bs)
+        self.loss_fn.after_step(self.model)
 
     def on_validation_epoch_start(self) -> None:
         self._val_peaks = {}
@@ -193,31 +116,26 @@ class SparseCellModule(L.LightningModule):
         x, idx = batch
         heat, _ = predict_heatmap(self.model, x)
         heat = heat.cpu().numpy()
-        t = self.cfg.train
+        e = self.cfg.eval
+        low = min(THRESHOLD_GRID[0], *self.sweep_thresholds)
         for h, i in zip(heat, idx.tolist()):
-            self._val_peaks[i] = find_peaks(h, self.classes, THRESHOLD_GRID[0], t.min_distance, t.peak_mode)
+            self._val_peaks[i] = find_peaks(h, self.classes, low, e.min_distance, e.peak_mode)
 
     def on_validation_epoch_end(self) -> None:
         if not self.val_points:
             return
-        grid = THRESHOLD_GRID
-        counts = torch.zeros(len(grid), 3, dtype=torch.float64)  # tp, fp, fn per threshold (this rank's images)
-        if self._val_peaks:
-            idx = sorted(self._val_peaks)
-            truth = [self.val_points[i] for i in idx]
-            for k, thr in enumerate(grid):
-                a = score_points(truth, [filter_scores(self._val_peaks[i], thr) for i in idx], self.cfg.train.radius)["all"]
-                counts[k] = torch.tensor([a.tp, a.fp, a.fn], dtype=torch.float64)
-        counts = self.trainer.strategy.reduce(counts.to(self.device), reduce_op="sum").cpu()
-        tp, fp, fn = counts.T
-        f1 = (2 * tp / (2 * tp + fp + fn).clamp_min(1)).numpy()
-        best = int(np.argmax(f1))  # ties: the lowest threshold
-        self.threshold.fill_(grid[best])
-        self.log("val_f1", float(f1[best]), prog_bar=True, sync_dist=False)
-        self.log("val_threshold", float(grid[best]), sync_dist=False)
-        fixed = grid.index(0.7) if 0.7 in grid else None
-        if fixed is not None:
-            self.log("val_f1_at_0.7", float(f1[fixed]), sync_dist=False)
+        idx = sorted(self._val_peaks)  # this rank's images
+        sweep = threshold_sweep([self.val_points[i] for i in idx], [self._val_peaks[i] for i in idx],
+                                self.cfg.eval.radius, self.sweep_thresholds)  # fmt: skip
+        counts = torch.as_tensor(sweep.counts, dtype=torch.float64)
+        counts = self.trainer.strategy.reduce(counts.to(self.device), reduce_op="sum").cpu().numpy()
+        sweep = dataclasses.replace(sweep, counts=counts)  # every rank's images
+        thr, f1 = sweep.best() if self.cfg.eval.threshold is None else (self.sweep_thresholds[0], sweep.f1_at(self.sweep_thresholds[0]))
+        self.threshold.fill_(thr)
+        self.log("val_f1", f1, prog_bar=True, sync_dist=False)
+        self.log("val_threshold", thr, sync_dist=False)
+        if PAPER_THRESHOLD in sweep.thresholds:
+            self.log(f"val_f1_at_{PAPER_THRESHOLD:g}", sweep.f1_at(PAPER_THRESHOLD), sync_dist=False)
 
     def configure_optimizers(self):
         t = self.cfg.train
@@ -283,7 +201,7 @@ def train(cfg: Config, resume: str | Path | None = None, quiet: bool = False, ca
     L.seed_everything(t.seed, workers=True, verbose=False)
     train_s, val_s, classes = load_samples(cfg)
     module = SparseCellModule(cfg.to_dict(), classes, [s.points for s in val_s])
-    dm = PointDataModule(cfg, module.model.stride, train_s, val_s, sparse_points(train_s, cfg))
+    dm = PointDataModule(cfg, module.model.stride, train_s, val_s, sparse_points(train_s, cfg.data))
     out.mkdir(parents=True, exist_ok=True)
     callbacks = [
         ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_f1", mode="max", save_last=True,
@@ -319,5 +237,7 @@ def train(cfg: Config, resume: str | Path | None = None, quiet: bool = False, ca
         trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None, weights_only=True)
     best = Path(callbacks[0].best_model_path) if callbacks[0].best_model_path else ckpt_dir / "last.ckpt"
     score = callbacks[0].best_model_score
-    thr = round(float(torch.load(best, map_location="cpu", weights_only=True)["state_dict"]["threshold"]), 4) if best.is_file() else float("nan")
+    from .checkpoint import read_checkpoint
+
+    thr = read_checkpoint(best).threshold if best.is_file() else float("nan")
     return TrainResult(best, ckpt_dir / "last.ckpt", float(score) if score is not None else float("nan"), thr, out)

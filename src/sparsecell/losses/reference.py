@@ -1,10 +1,10 @@
-"""Direct, loop-per-image transcriptions of SEL and SFL from docs/method.md.
+"""Direct, loop-per-image transcriptions of SEL and SFL from the method's formulas
+(``../shared/docs/method.md``).
 
 Deliberately naive (a full similarity matrix, Python loops over images and
 classes): the tests check the vectorised losses against these, and the loss
-benchmark times them.
+benchmark (``benchmarks/loss_speed.py``) times them as the reference's way.
 """
-
 
 import torch
 import torch.nn.functional as F

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sparsecell import data
-from sparsecell.data import PointDataset, Sample, read_image
+from sparsecell import datasets, imageio
+from sparsecell.datasets import PointDataset, Sample, bcdata, crchisto, folder, shidc
+from sparsecell.datasets.crchisto import CLASSES as CRCHISTO_CLASSES
 from sparsecell.errors import AnnotationError, ConfigError, ImageError, SparsecellError
-from sparsecell.points import CRCHISTO_CLASSES, Points
+from sparsecell.imageio import read_image
+from sparsecell.points import Points
 
 
 # ---------------------------------------------------------------------------------------
@@ -96,7 +98,7 @@ def test_read_image_tiff(tmp_path):
     f = np.linspace(0, 1, 12, dtype=np.float32).reshape(2, 2, 3)
     tifffile.imwrite(tmp_path / "float.tiff", f, photometric="rgb")
     np.testing.assert_array_equal(read_image(tmp_path / "float.tiff"), np.round(f * 255).astype(np.uint8))
-    assert data.image_size(tmp_path / "float.tiff") == (2, 2)
+    assert imageio.image_size(tmp_path / "float.tiff") == (2, 2)
 
 
 @pytest.mark.filterwarnings("ignore:Corrupt EXIF")
@@ -144,67 +146,67 @@ def _authors_layout(root):
 def test_crchisto_authors_layout(tmp_path):
     _authors_layout(tmp_path)
     for split in (None, "all"):
-        ds = data.crchisto(tmp_path, split)
+        ds = crchisto.dataset(tmp_path, split)
         assert ds.ids() == ["img1", "img2", "img10"]  # natural order
         assert ds.classes == ("nucleus",)
         assert ds.counts() == {"nucleus": 6}
     s = ds[2]
     assert isinstance(s, Sample) and s.image_id == "img10" and s.image.shape == (20, 20, 3)
     np.testing.assert_array_equal(s.points.xy, [[0, 0], [9, 10]])  # 1-based -> 0-based
-    cl = data.crchisto(tmp_path, mode="classes")
+    cl = crchisto.dataset(tmp_path, mode="classes")
     assert cl.classes == CRCHISTO_CLASSES
     assert cl.counts() == {"epithelial": 3, "fibroblast": 0, "inflammatory": 0, "others": 0}
     assert cl.image_path(0).parent.parent.name == "Classification"
-    assert data.splits("crchisto", tmp_path) == ["all"]
+    assert datasets.splits("crchisto", tmp_path) == ["all"]
     with pytest.raises(AnnotationError, match="no split 'train'"):
-        data.crchisto(tmp_path, "train")
+        crchisto.dataset(tmp_path, "train")
 
 
 def test_crchisto_split_layout(tmp_path):
     _crchisto_image(tmp_path / "train", "img10", [[1, 1]], {"epithelial": [[1, 1]]})
     _crchisto_image(tmp_path / "train", "img9", [[2, 2], [3, 3]], {"fibroblast": [[3, 3]]})
     _crchisto_image(tmp_path / "test", "img4", [[20, 20]])  # (20, 20) 1-based: last pixel
-    assert data.splits("crchisto", tmp_path) == ["train", "test"]
-    tr = data.crchisto(tmp_path, "train")
+    assert datasets.splits("crchisto", tmp_path) == ["train", "test"]
+    tr = crchisto.dataset(tmp_path, "train")
     assert tr.ids() == ["img9", "img10"] and tr.counts() == {"nucleus": 3}
-    assert data.crchisto(tmp_path, "train", mode="classes").counts()["fibroblast"] == 1
-    assert data.crchisto(tmp_path).ids() == ["img4", "img9", "img10"]
-    assert data.crchisto(tmp_path, "test").points(0).xy.tolist() == [[19, 19]]
+    assert crchisto.dataset(tmp_path, "train", mode="classes").counts()["fibroblast"] == 1
+    assert crchisto.dataset(tmp_path).ids() == ["img4", "img9", "img10"]
+    assert crchisto.dataset(tmp_path, "test").points(0).xy.tolist() == [[19, 19]]
     # a split folder given directly
-    assert data.crchisto(tmp_path / "train").ids() == ["img9", "img10"]
+    assert crchisto.dataset(tmp_path / "train").ids() == ["img9", "img10"]
     with pytest.raises(AnnotationError) as e:
-        data.crchisto(tmp_path, "validation")
+        crchisto.dataset(tmp_path, "validation")
     msg = _one_line(e)
     assert "validation" in msg and "train, test" in msg
     with pytest.raises(ConfigError, match="mode"):
-        data.crchisto(tmp_path, "train", mode="nuclei")
+        crchisto.dataset(tmp_path, "train", mode="nuclei")
 
 
 def test_crchisto_missing_files(tmp_path):
     with pytest.raises(AnnotationError) as e:
-        data.crchisto(tmp_path / "nowhere", "train")
+        crchisto.dataset(tmp_path / "nowhere", "train")
     msg = _one_line(e)
     assert "nowhere" in msg and "not found" in msg
     _crchisto_image(tmp_path / "train", "img1", [[1, 1]])
     (tmp_path / "train" / "img1" / "img1.bmp").unlink()
     with pytest.raises(ImageError, match=r"img1\.bmp: CRCHisto image not found"):
-        data.crchisto(tmp_path, "train")
+        crchisto.dataset(tmp_path, "train")
     _image(tmp_path / "train" / "img1" / "img1.bmp", 20, 20)
     (tmp_path / "train" / "img1" / "img1_detection.mat").unlink()
     with pytest.raises(AnnotationError, match=r"img1_detection\.mat: CRCHisto detection file not found"):
-        data.crchisto(tmp_path, "train")
+        crchisto.dataset(tmp_path, "train")
 
 
 def test_points_outside_raise_or_drop(tmp_path):
     _crchisto_image(tmp_path / "train", "img1", [[1, 1], [25, 3], [5, 5]])  # x=24 in a 20x20 image
-    ds = data.crchisto(tmp_path, "train")
+    ds = crchisto.dataset(tmp_path, "train")
     with pytest.raises(AnnotationError) as e:
         ds[0]
     msg = _one_line(e)
     assert "img1_detection.mat" in msg and "1 of 3 points" in msg and "20x20" in msg
     with pytest.raises(AnnotationError, match=r"img1_detection\.mat"):
         ds.points(0)
-    dropped = data.crchisto(tmp_path, "train", drop_outside=True)
+    dropped = crchisto.dataset(tmp_path, "train", drop_outside=True)
     with pytest.warns(UserWarning, match=r"img1_detection\.mat: dropped 1 of 3 points"):
         s = dropped[0]
     assert s.points.xy.tolist() == [[0, 0], [4, 4]]
@@ -218,18 +220,18 @@ def test_bcdata_fixture(tmp_path):
         _image(tmp_path / "images" / "test" / f"{i}.png", 16, 16)
         _h5(tmp_path / "annotations" / "test" / "positive" / f"{i}.h5", [[i, 0]])
         _h5(tmp_path / "annotations" / "test" / "negative" / f"{i}.h5", [[0, i], [15, 15]])
-    ds = data.bcdata(tmp_path)
+    ds = bcdata.dataset(tmp_path)
     assert ds.ids() == ["0", "1", "2", "10"]
     assert ds.classes == ("positive", "negative")
     assert ds.counts() == {"positive": 4, "negative": 8}
     assert ds[3].points.of_class(0).xy.tolist() == [[10, 0]]
-    assert data.splits("bcdata", tmp_path) == ["test"]
+    assert datasets.splits("bcdata", tmp_path) == ["test"]
     with pytest.raises(ImageError) as e:
-        data.bcdata(tmp_path, "train")
+        bcdata.dataset(tmp_path, "train")
     assert "splits here: test" in _one_line(e)
     (tmp_path / "annotations" / "test" / "negative" / "2.h5").unlink()
     with pytest.raises(AnnotationError, match=r"negative[/\\]2\.h5: BCData annotation not found"):
-        data.bcdata(tmp_path)
+        bcdata.dataset(tmp_path)
 
 
 def test_shidc_fixture(tmp_path):
@@ -237,16 +239,16 @@ def test_shidc_fixture(tmp_path):
     for stem in ("p10", "p2"):
         _image(d / f"{stem}.jpg", 30, 30)
         (d / f"{stem}.json").write_text(json.dumps([{"x": 3, "y": 4, "label_id": 1}, {"x": 5, "y": 6, "label_id": 3}]))
-    assert data.splits("shidc", tmp_path) == ["Train"]
+    assert datasets.splits("shidc", tmp_path) == ["Train"]
     for split in ("Train", "train"):
-        ds = data.shidc(tmp_path, split)
+        ds = shidc.dataset(tmp_path, split)
         assert ds.ids() == ["p2", "p10"] and ds.classes == ("positive", "negative", "til")
-    assert data.shidc(d).counts() == {"positive": 2, "negative": 0, "til": 2}
+    assert shidc.dataset(d).counts() == {"positive": 2, "negative": 0, "til": 2}
     with pytest.raises(AnnotationError, match="splits here: Train"):
-        data.shidc(tmp_path, "Test")
+        shidc.dataset(tmp_path, "Test")
     _image(d / "p3.jpg", 30, 30)
     with pytest.raises(AnnotationError, match=r"p3\.jpg: no annotation p3\.json"):
-        data.shidc(d)
+        shidc.dataset(d)
 
 
 # ---------------------------------------------------------------------------------------
@@ -269,7 +271,7 @@ def _folder_fixture(root):
 
 def test_folder_csv_and_geojson(tmp_path):
     _folder_fixture(tmp_path)
-    ds = data.folder(tmp_path)
+    ds = folder.dataset(tmp_path)
     assert ds.ids() == ["a", "b"]
     assert ds.classes == ("immune", "stroma", "tumour")  # union, sorted
     a, b = ds[0], ds[1]
@@ -279,18 +281,18 @@ def test_folder_csv_and_geojson(tmp_path):
     assert [ds.classes[k] for k in b.points.labels] == ["tumour", "stroma"]
     assert a.image.shape == (30, 40, 3)
     assert ds.counts() == {"immune": 1, "stroma": 1, "tumour": 2}
-    given = data.folder(tmp_path, classes=("tumour", "stroma", "immune", "other"))
+    given = folder.dataset(tmp_path, classes=("tumour", "stroma", "immune", "other"))
     assert given.classes == ("tumour", "stroma", "immune", "other")
     assert given.points(1).labels.tolist() == [0, 1]
     with pytest.raises(AnnotationError, match=r"'immune' is not a known class"):
-        data.folder(tmp_path, classes=("tumour", "stroma")).points(0)
+        folder.dataset(tmp_path, classes=("tumour", "stroma")).points(0)
 
 
 def test_folder_integer_labels_union(tmp_path):
     for stem, label in (("x", 10), ("y", 2)):
         _image(tmp_path / f"{stem}.png", 20, 20)
         (tmp_path / f"{stem}.csv").write_text(f"x,y,label\n1,1,{label}\n")
-    ds = data.folder(tmp_path)
+    ds = folder.dataset(tmp_path)
     assert ds.classes == ("class2", "class10")  # union of present names, natural order
     assert ds.points(0).labels.tolist() == [1] and ds.points(1).labels.tolist() == [0]
 
@@ -300,11 +302,11 @@ def test_folder_missing_annotation(tmp_path):
     _image(tmp_path / "c.jpg", 40, 30)
     _image(tmp_path / "d.bmp", 40, 30)
     with pytest.raises(AnnotationError) as e:
-        data.folder(tmp_path)
+        folder.dataset(tmp_path)
     msg = _one_line(e)
     assert "c.jpg" in msg and "2 of 4 images" in msg
     with pytest.warns(UserWarning, match="2 of 4 images have no annotation file"):
-        ds = data.folder(tmp_path, allow_missing=True)
+        ds = folder.dataset(tmp_path, allow_missing=True)
     assert ds.ids() == ["a", "b", "c", "d"]
     assert len(ds[2].points) == 0 and ds[2].points.classes == ds.classes
     assert ds.classes == ("immune", "stroma", "tumour")
@@ -312,20 +314,20 @@ def test_folder_missing_annotation(tmp_path):
 
 def test_folder_errors(tmp_path):
     with pytest.raises(ImageError, match="nothing.*not found"):
-        data.folder(tmp_path / "nothing")
+        folder.dataset(tmp_path / "nothing")
     (tmp_path / "notes.txt").write_text("hi")
     with pytest.raises(ImageError) as e:
-        data.folder(tmp_path)
+        folder.dataset(tmp_path)
     assert "no images" in _one_line(e) and "notes.txt" in str(e.value)
     _image(tmp_path / "a.png")
     (tmp_path / "a.csv").write_text("x,y\n1,1\n")
     (tmp_path / "a.geojson").write_text("[]")
     with pytest.raises(AnnotationError, match="several annotation files"):
-        data.folder(tmp_path)
+        folder.dataset(tmp_path)
     (tmp_path / "a.geojson").unlink()
     _image(tmp_path / "a.jpg")
     with pytest.raises(ImageError, match="two images share the name"):
-        data.folder(tmp_path)
+        folder.dataset(tmp_path)
 
 
 def test_folder_unlabelled_and_empty(tmp_path):
@@ -333,9 +335,9 @@ def test_folder_unlabelled_and_empty(tmp_path):
     (tmp_path / "a.csv").write_text("x,y\n1,1\n2,2\n")
     _image(tmp_path / "b.png")
     (tmp_path / "b.csv").write_text("x,y,label\n")  # no points: adds no class
-    ds = data.folder(tmp_path)
+    ds = folder.dataset(tmp_path)
     assert ds.classes == ("tumour",) and [len(ds.points(i)) for i in range(2)] == [2, 0]
-    assert data.folder(tmp_path, classes=("cell",)).points(0).classes == ("cell",)
+    assert folder.dataset(tmp_path, classes=("cell",)).points(0).classes == ("cell",)
 
 
 # ---------------------------------------------------------------------------------------
@@ -343,7 +345,7 @@ def test_folder_unlabelled_and_empty(tmp_path):
 # ---------------------------------------------------------------------------------------
 def test_dataset_protocol(tmp_path):
     _folder_fixture(tmp_path)
-    ds = data.folder(tmp_path)
+    ds = folder.dataset(tmp_path)
     assert len(ds) == 2 and ds[-1].image_id == "b"
     with pytest.raises(IndexError):
         ds[2]
@@ -359,7 +361,7 @@ def test_dataset_protocol(tmp_path):
 
 def test_dataset_from_items(tmp_path):
     _image(tmp_path / "im.png", 10, 10)
-    item = data.Item("im", tmp_path / "im.png", tmp_path / "im.csv", lambda: Points.from_xy([[1, 1]], ("cell",)))
+    item = datasets.Item("im", tmp_path / "im.png", tmp_path / "im.csv", lambda: Points.from_xy([[1, 1]], ("cell",)))
     ds = PointDataset([item], ("cell",))
     assert ds[0].points.xy.tolist() == [[1, 1]]
     with pytest.raises(AnnotationError, match="occurs twice"):
@@ -368,21 +370,20 @@ def test_dataset_from_items(tmp_path):
 
 def test_open_dataset_and_splits(tmp_path):
     _authors_layout(tmp_path / "crc")
-    assert data.open_dataset("crchisto", tmp_path / "crc").ids() == ["img1", "img2", "img10"]
-    assert data.open_dataset("CRCHisto", tmp_path / "crc", mode="classes").classes == CRCHISTO_CLASSES
+    assert datasets.open_dataset("crchisto", tmp_path / "crc").ids() == ["img1", "img2", "img10"]
+    assert datasets.open_dataset("CRCHisto", tmp_path / "crc", mode="classes").classes == CRCHISTO_CLASSES
     _folder_fixture(tmp_path / "pts" / "train")
-    assert data.open_dataset("folder", tmp_path / "pts", "train").ids() == ["a", "b"]
-    assert data.splits("folder", tmp_path / "pts") == ["train"]
+    assert datasets.open_dataset("folder", tmp_path / "pts", "train").ids() == ["a", "b"]
+    assert datasets.splits("folder", tmp_path / "pts") == ["train"]
     with pytest.raises(AnnotationError, match="splits here: train"):
-        data.open_dataset("folder", tmp_path / "pts", "test")
+        datasets.open_dataset("folder", tmp_path / "pts", "test")
     with pytest.raises(ConfigError, match="unknown dataset 'mnist'"):
-        data.open_dataset("mnist", tmp_path)
+        datasets.open_dataset("mnist", tmp_path)
     with pytest.raises(ConfigError, match="unknown dataset"):
-        data.splits("mnist", tmp_path)
-    with pytest.raises(NotImplementedError):
-        data.open_dataset("synthetic", tmp_path)
+        datasets.splits("mnist", tmp_path)
+    assert datasets.open_dataset("synthetic", None, "validation", n=2, size=64).ids() == ["syn0000", "syn0001"]
     with pytest.raises(SparsecellError, match="not found"):
-        data.splits("bcdata", tmp_path / "missing")
+        datasets.splits("bcdata", tmp_path / "missing")
 
 
 # ---------------------------------------------------------------------------------------
@@ -406,24 +407,24 @@ def bc_root(shared_data):
 
 @pytest.mark.realdata
 def test_real_crchisto_counts(crc_root):
-    assert data.splits("crchisto", crc_root) == ["train", "validation", "test"]
+    assert datasets.splits("crchisto", crc_root) == ["train", "validation", "test"]
     expected = {"train": (70, 20232), "validation": (10, 2395), "test": (20, 7129)}
     for split, (n_images, n_points) in expected.items():
-        ds = data.crchisto(crc_root, split)
+        ds = crchisto.dataset(crc_root, split)
         assert len(ds) == n_images
         assert ds.counts() == {"nucleus": n_points}
-    every = data.crchisto(crc_root, "all")
+    every = crchisto.dataset(crc_root, "all")
     assert len(every) == 100 and every.counts() == {"nucleus": 29756}
     assert every.ids()[:12] == [f"img{i}" for i in range(1, 13)]
     assert len(set(every.ids())) == 100
-    classes = data.crchisto(crc_root, None, mode="classes").counts()
+    classes = crchisto.dataset(crc_root, None, mode="classes").counts()
     assert sum(classes.values()) == 22444
     assert classes["epithelial"] == 7722
 
 
 @pytest.mark.realdata
 def test_real_crchisto_points_inside(crc_root):
-    ds = data.crchisto(crc_root, "all")
+    ds = crchisto.dataset(crc_root, "all")
     lo, hi = np.inf, -np.inf
     for i in range(len(ds)):
         assert ds.image_size(i) == (500, 500)
@@ -432,14 +433,14 @@ def test_real_crchisto_points_inside(crc_root):
         lo, hi = min(lo, p.xy.min()), max(hi, p.xy.max())
     assert lo == 0.0 and hi == 499.0  # the clamped edge clicks and the 1-based 500s
     # the classified points are a subset of the marked nuclei, also inside
-    cl = data.crchisto(crc_root, "test", mode="classes")
+    cl = crchisto.dataset(crc_root, "test", mode="classes")
     for i in range(len(cl)):
         assert cl.points(i).inside(500, 500).all()
 
 
 @pytest.mark.realdata
 def test_real_crchisto_images_and_nuclei_are_dark(crc_root):
-    ds = data.crchisto(crc_root, "test")
+    ds = crchisto.dataset(crc_root, "test")
     at, swapped = [], []
     for s in ds:
         assert s.image.shape == (500, 500, 3) and s.image.dtype == np.uint8
@@ -464,8 +465,8 @@ def _window_mean(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
 
 @pytest.mark.realdata
 def test_real_bcdata(bc_root):
-    assert data.splits("bcdata", bc_root) == ["test"]
-    ds = data.bcdata(bc_root, "test")
+    assert datasets.splits("bcdata", bc_root) == ["test"]
+    ds = bcdata.dataset(bc_root, "test")
     assert len(ds) == 26 and ds.ids() == [str(i) for i in range(26)]
     assert ds.counts() == {"positive": 1371, "negative": 1648}
     brown_at, brown_swapped = [], []
@@ -483,7 +484,7 @@ def test_real_bcdata(bc_root):
 
 @pytest.mark.realdata
 def test_real_open_dataset(crc_root, bc_root):
-    assert len(data.open_dataset("crchisto", crc_root, "validation")) == 10
-    assert len(data.open_dataset("bcdata", bc_root)) == 26
+    assert len(datasets.open_dataset("crchisto", crc_root, "validation")) == 10
+    assert len(datasets.open_dataset("bcdata", bc_root)) == 26
     with pytest.raises(ImageError, match="splits here: test"):
-        data.open_dataset("bcdata", bc_root, "train")
+        datasets.open_dataset("bcdata", bc_root, "train")

@@ -1,0 +1,62 @@
+"""Reading a checkpoint written by ``sparsecell train``: the one reader, used by
+training (for its result) and by :class:`~sparsecell.inference.Detector`.
+
+Checkpoints are read with ``torch.load(weights_only=True)``: no code in a file can run.
+What a sparsecell checkpoint holds besides the weights: the run's config, the class
+names, and the detection threshold (chosen on validation, or fixed by ``eval.threshold``).
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config
+from .errors import CheckpointError
+
+__all__ = ["Checkpoint", "read_checkpoint", "THRESHOLD_DECIMALS"]
+
+#: The stored threshold is a float32 buffer; it is read back rounded to this many decimals.
+THRESHOLD_DECIMALS = 4
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path
+    config: Config
+    classes: tuple[str, ...]
+    state_dict: dict  # the LightningModule's, all of it
+    threshold: float
+    epoch: int
+    global_step: int
+
+    def model_state(self) -> dict:
+        """The detector's weights (the ``model.`` entries, prefix removed)."""
+        return {k[len("model."):]: v for k, v in self.state_dict.items() if k.startswith("model.")}
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """Read and check a sparsecell checkpoint; a missing, unreadable or foreign file is a
+    :class:`~sparsecell.errors.CheckpointError` naming it."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first[:200]})") from None
+    hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    if not isinstance(hp, dict) or "config" not in hp or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path}: not a sparsecell checkpoint (no config or weights inside)")
+    cfg = Config.from_dict(hp["config"], source=str(path))
+    state = ckpt["state_dict"]
+    from .metrics import UNSET_THRESHOLD
+
+    thr = state.get("threshold")
+    thr = float(thr) if thr is not None else (cfg.eval.threshold if cfg.eval.threshold is not None else UNSET_THRESHOLD)
+    return Checkpoint(path, cfg, tuple(hp["classes"]), state, round(thr, THRESHOLD_DECIMALS),
+                      int(ckpt.get("epoch", -1)), int(ckpt.get("global_step", -1)))  # fmt: skip

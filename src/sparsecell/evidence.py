@@ -1,0 +1,415 @@
+"""The sparse-annotation evidence: what the benchmark's numbers say.
+
+``benchmarks/sparse_annotation.py`` trains one detector per data set, keep ratio, seed
+(and fold) and method, and writes one row (a dict) per trained model. This module holds
+everything that turns those rows into the results: the named methods and their roles,
+the energy statistics of a trained model, the markdown tables (summary, paired
+differences, analysis) and the figures. It needs only NumPy to import; torch, SciPy and
+Matplotlib are imported by the functions that use them.
+
+A row has at least ``dataset``, ``method``, ``keep``, ``seed`` and ``f1``; the benchmark
+adds ``fold`` (BCData), ``val_f1`` and ``val_curve``, ``per_class_f1`` (several classes),
+the energy statistics of :func:`energy_separation` and the ``curve_*`` loss parts of the
+SEL-based methods (see ``run_one`` in the script).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .inference import Detector
+
+__all__ = [
+    "METHODS",
+    "ROLES",
+    "role",
+    "auc_above",
+    "energy_separation",
+    "energy_figure_for",
+    "val_curve",
+    "summarise",
+    "analysis",
+    "paired",
+    "default_pairs",
+    "format_pair",
+    "markdown_report",
+    "plot",
+    "plot_curves",
+    "environment",
+]
+
+#: The named variants: a method name -> its loss overrides (``key=value`` strings for
+#: :func:`sparsecell.config.load_config`). The first override names the loss.
+METHODS: dict[str, list[str]] = {
+    "ce": ["loss.name=ce"],
+    "pu": ["loss.name=pu"],
+    "const": ["loss.name=const", "loss.const_weight=0.4"],
+    "const_0.2": ["loss.name=const", "loss.const_weight=0.2"],
+    "sel": ["loss.name=sel"],
+    "sel_sfl": ["loss.name=sel_sfl"],
+    "sel_sfl_detach": ["loss.name=sel_sfl", "loss.detach_energy=true"],
+    "teacher": ["loss.name=teacher"],
+    "sel_pu": ["loss.name=sel_pu"],
+}
+
+#: Roles of the methods whose role is not their loss's (see :func:`role`).
+ROLES: dict[str, str] = {"const_0.2": "baseline", "sel_sfl_detach": "ours"}
+
+
+def role(method: str) -> str:
+    """``"baseline"`` or ``"ours"``: from :data:`ROLES` if named there, else the role of
+    the method's loss (``sparsecell.losses.ROLES``)."""
+    if method in ROLES:
+        return ROLES[method]
+    from .losses import ROLES as LOSS_ROLES
+
+    key, loss = METHODS[method][0].split("=", 1)
+    assert key == "loss.name", f"{method}: the first override must name the loss, not {key}"
+    return LOSS_ROLES[loss]
+
+
+# --- one trained model -------------------------------------------------------------------
+
+
+def auc_above(higher: np.ndarray, lower: np.ndarray) -> float:
+    """P(h > l) + 0.5 P(h == l) for h drawn from ``higher`` and l from ``lower``, over all
+    pairs (the Mann-Whitney AUC, ties counted half). Both must be non-empty."""
+    h = np.sort(np.asarray(higher, dtype=float).ravel())
+    lo = np.asarray(lower, dtype=float).ravel()
+    if not len(h) or not len(lo):
+        raise ValueError("auc_above needs two non-empty samples")
+    left = np.searchsorted(h, lo, side="left")
+    right = np.searchsorted(h, lo, side="right")
+    above = int((len(h) - right).sum())  # pairs with h > l
+    equal = int((right - left).sum())  # pairs with h == l
+    return (above + 0.5 * equal) / (len(h) * len(lo))
+
+
+def energy_separation(det: "Detector", train_samples, sparse) -> dict:
+    """How well the semantic energy tells the cells missing from the sparse labels from
+    background, on training images.
+
+    ``train_samples`` are the training samples with their full annotations and ``sparse``
+    the sparse points the model was trained on (one per sample). The energy is sampled at
+    the missed cells (annotated, not kept) and at up to 400 random background pixels per
+    image, at least 10 px from any cell (seeded, so repeatable).
+
+    Returns ``energy_auc`` (:func:`auc_above` of background over missed-cell energy: 1 =
+    every background pixel has more energy than every missed cell), and the means
+    ``energy_missed_mean`` and ``energy_background_mean``; all None when there are no
+    missed cells or no background pixels.
+    """
+    from .inference import node_energy
+
+    miss_e, bg_e = [], []
+    rng = np.random.default_rng(0)
+    for s, sp in zip(train_samples, sparse):
+        E = node_energy(det, s.image, sp)
+        H, W = E.shape
+        kept = {tuple(p) for p in sp.xy.tolist()}
+        missed = np.array([p for p in s.points.xy.tolist() if tuple(p) not in kept]).reshape(-1, 2)
+        if len(missed):
+            ix = np.clip(missed.round().astype(int), 0, [W - 1, H - 1])
+            miss_e.append(E[ix[:, 1], ix[:, 0]])
+        # background: random pixels more than 10 px from every cell, annotated or not
+        yy, xx = rng.integers(0, H, 400), rng.integers(0, W, 400)
+        if len(s.points):
+            d = np.min(np.hypot(xx[:, None] - s.points.xy[None, :, 0], yy[:, None] - s.points.xy[None, :, 1]), axis=1)
+            far = d > 10
+            yy, xx = yy[far], xx[far]
+        bg_e.append(E[yy, xx])
+    m, b = np.concatenate(miss_e or [np.zeros(0)]), np.concatenate(bg_e or [np.zeros(0)])
+    if not len(m) or not len(b):
+        return {"energy_auc": None, "energy_missed_mean": None, "energy_background_mean": None}
+    return {"energy_auc": auc_above(b, m), "energy_missed_mean": float(m.mean()), "energy_background_mean": float(b.mean())}
+
+
+def energy_figure_for(det: "Detector", test, keep: float, path: Path, title: str) -> None:
+    """Image, sparse labels, energy and prediction for a few test images
+    (:func:`sparsecell.report.energy_figure`); the energy is computed from the test
+    image's own annotations thinned to ``keep`` (seeded by the image's index)."""
+    from .inference import node_energy
+    from .report import energy_figure
+    from .targets import sparsify
+
+    rows = []
+    for i, s in enumerate(test):
+        sp = sparsify(s.points, keep, seed=i)
+        rows.append({"image": s.image, "truth": s.points, "sparse": sp, "energy": node_energy(det, s.image, sp),
+                     "pred": det.predict(s.image)})  # fmt: skip
+    energy_figure(rows, path, title=title)
+
+
+def val_curve(out_dir: Path, key: str = "val_f1") -> list[list[float]]:
+    """``[[epoch, value], ...]`` of one logged metric (validation F1 by default) from the
+    Lightning CSV logs under ``out_dir/logs``; values rounded to 4 decimals."""
+    pts = []
+    for f in sorted((Path(out_dir) / "logs").glob("version_*/metrics.csv")):
+        with open(f) as fh:
+            for row in csv.DictReader(fh):
+                if row.get(key):
+                    pts.append([int(row["epoch"]), round(float(row[key]), 4)])
+    return pts
+
+
+# --- the rows of many trained models: tables -----------------------------------------
+
+
+def summarise(rows: Sequence[dict]) -> str:
+    """Markdown: mean ± std of micro F1 over seeds/folds, per data set, keep and method
+    (and a per-class table for the data sets whose rows have ``per_class_f1``)."""
+    cells = defaultdict(list)
+    for r in rows:
+        cells[(r["dataset"], r["method"], r["keep"])].append(r)
+    lines = []
+    for ds in sorted({r["dataset"] for r in rows}):
+        keeps = sorted({r["keep"] for r in rows if r["dataset"] == ds})
+        methods = [m for m in METHODS if any(r["dataset"] == ds and r["method"] == m for r in rows)]
+        lines += [f"\n**{ds}** (micro F1 at the validation-chosen threshold, mean ± std over seeds/folds; n per cell)\n",
+                  "| method | role | " + " | ".join(f"keep {k}" for k in keeps) + " |",
+                  "|---|---|" + "---|" * len(keeps)]  # fmt: skip
+        for m in methods:
+            vals = []
+            for k in keeps:
+                f = [r["f1"] for r in cells.get((ds, m, k), [])]
+                vals.append(f"{np.mean(f):.3f} ± {np.std(f):.3f} (n={len(f)})" if f else "-")
+            lines.append(f"| {m} | {role(m)} | " + " | ".join(vals) + " |")
+        per_class = [r for r in rows if r["dataset"] == ds and r.get("per_class_f1")]
+        if per_class:
+            names = list(per_class[0]["per_class_f1"])
+            lines += [f"\nPer-class micro F1 on {ds} (mean ± std over seeds/folds):\n",
+                      "| method | keep | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]  # fmt: skip
+            for m in methods:
+                for k in keeps:
+                    c = [r["per_class_f1"] for r in per_class if r["method"] == m and r["keep"] == k]
+                    if c:
+                        lines.append(f"| {m} | {k} | " + " | ".join(
+                            f"{np.mean([x[n] for x in c]):.3f} ± {np.std([x[n] for x in c]):.3f}" for n in names) + " |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _sfl_share(c: Sequence[dict]) -> str:
+    """SFL's mean share of the loss at the first / last epoch (``-`` without curves).
+
+    The curves hold SFL unweighted and the total loss; the benchmark trains with the
+    default SFL weight (``LossConfig().lambda2``)."""
+    sh = [(r["curve_sfl"], r["curve_loss"]) for r in c if r.get("curve_sfl") and r.get("curve_loss")]
+    if not sh:
+        return "-"
+    from .config import LossConfig
+
+    lam2 = LossConfig().lambda2
+    first = np.mean([lam2 * s[0][1] / l[0][1] for s, l in sh if l[0][1]])
+    last = np.mean([lam2 * s[-1][1] / l[-1][1] for s, l in sh if l[-1][1]])
+    return f"{first:.2f} / {last:.2f}"
+
+
+def analysis(rows: Sequence[dict]) -> str:
+    """Markdown, per data set with keep ratios below 1: each method's test F1 as a share
+    of cross-entropy's with every label, its mean validation F1 (what the default is
+    chosen on), and for the SEL-based methods the energy statistics of
+    :func:`energy_separation` and SFL's share of the loss (first / last epoch)."""
+    lines = []
+    for ds in sorted({r["dataset"] for r in rows}):
+        full = [r["f1"] for r in rows if r["dataset"] == ds and r["method"] == "ce" and r["keep"] >= 1.0]
+        keeps = sorted({r["keep"] for r in rows if r["dataset"] == ds and r["keep"] < 1.0})
+        if not keeps:
+            continue
+        lines.append(f"\n**{ds}**: test F1 / ce's at keep 1.0 ({np.mean(full):.3f}); mean validation F1; energy "
+                     "(SEL methods: AUC of background above missed cells, mean at missed cells / background); "
+                     "SFL's share of the loss (first / last epoch)\n" if full else f"\n**{ds}**\n")  # fmt: skip
+        lines += ["| method | keep | F1 / full | val F1 | energy AUC | energy missed / bg | SFL share |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        cells = defaultdict(list)
+        for r in rows:
+            if r["dataset"] == ds and r["keep"] < 1.0:
+                cells[(r["method"], r["keep"])].append(r)
+        for m in METHODS:
+            for k in keeps:
+                c = cells.get((m, k))
+                if not c:
+                    continue
+                ratio = f"{np.mean([r['f1'] for r in c]) / np.mean(full):.2f}" if full else "-"
+                val = f"{np.mean([r['val_f1'] for r in c if r.get('val_f1') is not None]):.3f}"
+                en, gap = "-", "-"
+                er = [r for r in c if r.get("energy_auc") is not None]
+                if er:
+                    en = f"{np.mean([r['energy_auc'] for r in er]):.2f}"
+                    gap = (f"{np.mean([r['energy_missed_mean'] for r in er]):.2f} / "
+                           f"{np.mean([r['energy_background_mean'] for r in er]):.2f}")  # fmt: skip
+                lines.append(f"| {m} | {k} | {ratio} | {val} | {en} | {gap} | {_sfl_share(c)} |")
+    return "\n".join(lines)
+
+
+# --- paired differences ------------------------------------------------------------------
+
+
+def paired(rows: Sequence[dict], a: str, b: str) -> list[dict]:
+    """Paired differences of micro F1, method ``a`` - method ``b``, matched by data set,
+    keep, seed and fold: one dict per (data set, keep) with ``mean_diff``, ``ci95`` (the
+    half-width of a 95% t interval; None for a single pair) and ``n``."""
+    from scipy import stats
+
+    idx = {(r["dataset"], r["keep"], r["seed"], r.get("fold"), r["method"]): r["f1"] for r in rows}
+    out = []
+    for ds, k in sorted({(r["dataset"], r["keep"]) for r in rows}):
+        d = [idx[(ds, k, s, f, a)] - idx[(ds, k, s, f, b)] for (dd, kk, s, f, m) in idx
+             if dd == ds and kk == k and m == a and (ds, k, s, f, b) in idx]  # fmt: skip
+        if len(d) >= 2:
+            half = stats.t.ppf(0.975, len(d) - 1) * np.std(d, ddof=1) / np.sqrt(len(d))
+            out.append({"dataset": ds, "keep": k, "a": a, "b": b, "mean_diff": float(np.mean(d)), "ci95": float(half), "n": len(d)})
+        elif len(d) == 1:
+            out.append({"dataset": ds, "keep": k, "a": a, "b": b, "mean_diff": float(d[0]), "ci95": None, "n": 1})
+    return out
+
+
+def default_pairs(rows: Sequence[dict]) -> list[dict]:
+    """The comparisons the benchmark reports (:func:`paired` of each): every method
+    against ``ce``; the SEL-based ones against ``const`` (the constant-weight control);
+    ours against ``pu`` (the peer, the strongest baseline). Only methods present in
+    ``rows`` take part, in :data:`METHODS` order."""
+    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+    pairs = [p for m in methods if m != "ce" for p in paired(rows, m, "ce")]
+    if "const" in methods:
+        pairs += [p for m in methods if m.startswith("sel") for p in paired(rows, m, "const")]
+    if "pu" in methods:
+        pairs += [p for m in methods if role(m) == "ours" for p in paired(rows, m, "pu")]
+    return pairs
+
+
+def format_pair(p: dict) -> str:
+    """One paired difference as a markdown list item, e.g.
+    ``- bcdata keep 0.25: pu - ce = +0.200 ± 0.124 (n=3)``."""
+    ci = f" ± {p['ci95']:.3f}" if p["ci95"] is not None else ""
+    return f"- {p['dataset']} keep {p['keep']}: {p['a']} - {p['b']} = {p['mean_diff']:+.3f}{ci} (n={p['n']})"
+
+
+def markdown_report(rows: Sequence[dict], pairs: Sequence[dict]) -> str:
+    """The benchmark's whole markdown file: :func:`summarise`, the paired differences
+    (``pairs``, e.g. :func:`default_pairs`) and :func:`analysis`; ends with a newline."""
+    md = summarise(rows) + "\n\nPaired differences of micro F1 (a - b; 95% t interval over seeds/folds):\n\n"
+    md += "\n".join(format_pair(p) for p in pairs)
+    md += "\n" + analysis(rows)
+    return md + "\n"
+
+
+# --- figures -----------------------------------------------------------------------------
+
+
+def plot(rows: Sequence[dict], path: Path, radii: Mapping[str, float]) -> None:
+    """Test micro F1 (mean ± std over seeds/folds) against the keep ratio, one panel per
+    data set, one line per method (baselines dashed). ``radii``: data set -> the matching
+    radius in px, for the panel titles."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dss = sorted({r["dataset"] for r in rows})
+    fig, axes = plt.subplots(1, len(dss), figsize=(5.5 * len(dss), 4), squeeze=False)
+    for ax, ds in zip(axes[0], dss):
+        for m in METHODS:
+            rr = [r for r in rows if r["dataset"] == ds and r["method"] == m]
+            if not rr:
+                continue
+            keeps = sorted({r["keep"] for r in rr})
+            mu = [np.mean([r["f1"] for r in rr if r["keep"] == k]) for k in keeps]
+            sd = [np.std([r["f1"] for r in rr if r["keep"] == k]) for k in keeps]
+            ax.errorbar(keeps, mu, yerr=sd, marker="o", capsize=3, label=m, linestyle="--" if role(m) == "baseline" else "-")
+        ax.set_xscale("log")
+        ax.set_xlabel("fraction of training points kept")
+        ax.set_ylabel("test micro F1")
+        ax.set_title(f"{ds} (radius {radii[ds]:g} px)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_curves(rows: Sequence[dict], path: Path) -> None:
+    """Validation F1 against the epoch (mean over seeds/folds, over the epochs all of them
+    logged), one panel per data set and keep ratio with curves: whether the training
+    budget was enough. Writes nothing when no row has a ``val_curve``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(r["dataset"], r["keep"]) for r in rows if r.get("val_curve")})
+    if not panels:
+        return
+    dss = sorted({ds for ds, _ in panels})
+    ncol = max(sum(1 for d, _ in panels if d == ds) for ds in dss)
+    fig, axes = plt.subplots(len(dss), ncol, figsize=(4.2 * ncol, 3.4 * len(dss)), squeeze=False)
+    for a in axes.flat:
+        a.set_visible(False)
+    where = {}
+    for ds, keep in panels:
+        where[(ds, keep)] = axes[dss.index(ds)][sum(1 for d, _ in where if d == ds)]
+    for (ds, keep), ax in where.items():
+        ax.set_visible(True)
+        for m in METHODS:
+            curves = [dict(map(tuple, r["val_curve"])) for r in rows
+                      if r["dataset"] == ds and r["keep"] == keep and r["method"] == m and r.get("val_curve")]  # fmt: skip
+            if not curves:
+                continue
+            epochs = sorted(set.intersection(*(set(c) for c in curves)))
+            ax.plot([e + 1 for e in epochs], [np.mean([c[e] for c in curves]) for e in epochs], marker=".",
+                    label=m, linestyle="--" if role(m) == "baseline" else "-")  # fmt: skip
+        ax.set_title(f"{ds}, keep {keep:g}", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation F1")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+# --- where it ran ------------------------------------------------------------------------
+
+
+def _cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else ``platform.processor()``."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment() -> dict:
+    """Where a benchmark ran: ``torch_threads`` (torch's intra-op threads), ``cpu``,
+    ``platform``, ``python`` and the versions of torch, numpy, lightning, scipy and
+    scikit-image (None for a package that is not installed)."""
+    import platform
+    from importlib import metadata
+
+    import torch
+
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "torch_threads": int(torch.get_num_threads()),
+        "cpu": _cpu_name(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        **{name: version(name) for name in ("numpy", "lightning", "scipy", "scikit-image")},
+    }

@@ -1,0 +1,127 @@
+"""Decoding images: any file sparsecell reads pixels from goes through :func:`read_image`.
+
+``read_image`` gives (H, W, 3) uint8 RGB whatever the file holds (grey, grey+alpha,
+RGB, RGBA, palette, 16-bit, float); ``image_size`` reads the size from the header
+without decoding. A missing or unreadable file is an :class:`~sparsecell.errors.ImageError`
+naming it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ImageError
+
+__all__ = ["read_image", "image_size", "IMAGE_EXTENSIONS"]
+
+#: The image files sparsecell reads (by suffix, any case).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+
+
+def _one_line(msg: object) -> str:
+    return " ".join(str(msg).split())
+
+
+def _to_rgb_uint8(arr: np.ndarray, path: Path) -> np.ndarray:
+    """Any grey / grey+alpha / RGB / RGBA array of any numeric type -> (H, W, 3) uint8."""
+    arr = np.asarray(arr)
+    if arr.ndim == 3 and arr.shape[0] in (1, 2, 3, 4) and arr.shape[-1] not in (1, 2, 3, 4):
+        arr = np.moveaxis(arr, 0, -1)  # channels-first (some TIFFs)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[-1] not in (1, 2, 3, 4):
+        raise ImageError(f"{path}: image has shape {arr.shape}; expected grey, grey+alpha, RGB or RGBA")
+    if arr.shape[-1] in (1, 2):  # grey (+ alpha)
+        arr = np.repeat(arr[:, :, :1], 3, axis=2)
+    else:  # RGB (+ alpha)
+        arr = arr[:, :, :3]
+    if arr.dtype == np.uint8:
+        return np.ascontiguousarray(arr)
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    if arr.dtype == np.uint16:
+        return ((arr.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.integer):
+        lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+        if lo < 0:
+            raise ImageError(f"{path}: image has negative pixel values ({arr.dtype}); cannot convert to 8-bit RGB")
+        if hi <= 255:
+            return arr.astype(np.uint8)
+        if hi <= 65535:  # 16-bit data held in a wider integer (PIL mode "I")
+            return ((arr.astype(np.int64) + 128) // 257).astype(np.uint8)
+        raise ImageError(f"{path}: {arr.dtype} pixel values up to {hi} do not fit 16 bits; cannot convert to 8-bit RGB")
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr)):
+            raise ImageError(f"{path}: image has NaN or infinite pixel values")
+        lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+        if lo >= 0 and hi <= 1:
+            return np.round(arr * 255).astype(np.uint8)
+        if lo >= 0 and hi <= 255:
+            return np.round(arr).astype(np.uint8)
+        raise ImageError(f"{path}: floating-point pixel values span {lo:g}..{hi:g}; expected 0..1 or 0..255")
+    raise ImageError(f"{path}: unsupported pixel type {arr.dtype}")
+
+
+def _read_tiff(path: Path) -> np.ndarray | None:
+    try:
+        import tifffile
+    except ImportError:
+        return None
+    try:
+        with tifffile.TiffFile(path) as tf:
+            return tf.pages[0].asarray()
+    except Exception:  # tifffile raises many types for files it cannot read
+        return None
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image as (H, W, 3) uint8 RGB.
+
+    Grey images are repeated to 3 channels, alpha is dropped, 16-bit images are scaled
+    to 8 bits (``v / 257``, rounded; PIL itself keeps the high byte of 16-bit RGB). A TIFF that PIL cannot read is tried with ``tifffile``
+    (first page) when it is installed. A missing or unreadable file is an
+    :class:`ImageError` naming it.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"{path}: image file not found")
+    if not path.is_file():
+        raise ImageError(f"{path}: not a file")
+    is_tiff = path.suffix.lower() in (".tif", ".tiff")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("RGB", "L", "RGBA", "LA", "I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+                arr = np.asarray(im)
+            elif im.mode in ("P", "PA"):
+                arr = np.asarray(im.convert("RGBA"))
+            else:  # 1, CMYK, YCbCr, LAB, HSV, ...
+                arr = np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        arr = _read_tiff(path) if is_tiff else None
+        if arr is None:
+            raise ImageError(f"{path}: not a readable image ({type(e).__name__}: {_one_line(e)})") from None
+    return _to_rgb_uint8(arr, path)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image, from its header (nothing is decoded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: image file not found")
+    try:
+        with Image.open(path) as im:
+            return int(im.size[0]), int(im.size[1])
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            arr = _read_tiff(path)
+            if arr is not None:
+                h, w = _to_rgb_uint8(arr, path).shape[:2]
+                return w, h
+        raise ImageError(f"{path}: not a readable image ({type(e).__name__}: {_one_line(e)})") from None

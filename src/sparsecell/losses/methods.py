@@ -1,0 +1,202 @@
+"""The losses, one class each (see :mod:`sparsecell.losses` for the family and
+:data:`LOSS_CLASSES` for the names).
+
+Each is a :class:`torch.nn.Module` built from the ``loss`` and ``data`` config
+sections; the training module calls it every step, and calls :meth:`SparseLoss.bind`
+once with the model and :meth:`SparseLoss.after_step` after every optimiser step
+(the EMA teacher keeps its copy of the model there, so its weights live in the loss
+and travel with the checkpoint).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from . import annotated_share
+from .functional import energy_map, pu_risk, semantic_energy, stretched_feature_loss, weighted_cross_entropy
+
+__all__ = ["SparseLoss", "CrossEntropy", "ConstantWeight", "SemanticEnergy", "SemanticEnergySFL", "EMATeacher",
+           "PositiveUnlabelled", "SemanticEnergyPU", "LOSS_CLASSES"]  # fmt: skip
+
+
+class SparseLoss(torch.nn.Module):
+    """What every loss shares: its settings, the SEL energy and SFL pieces, the hooks."""
+
+    name: ClassVar[str] = ""
+    uses_embedding: ClassVar[bool] = False  # reads the node embedding (the energy, SFL)
+
+    def __init__(self, cfg, data) -> None:
+        super().__init__()
+        self.cfg = cfg
+
+    def bind(self, model: torch.nn.Module) -> None:
+        """Called once with the model being trained."""
+
+    def after_step(self, model: torch.nn.Module) -> None:
+        """Called after every optimiser step."""
+
+    def forward(self, logits, embedding, target, labelled, step: int | None = None,
+                images: torch.Tensor | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+        raise NotImplementedError
+
+    def energy(self, embedding: torch.Tensor, labelled: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """SEL's pixel weights E (B, C+1, H, W) from the node embeddings (detached if asked)."""
+        e = semantic_energy(embedding, labelled)
+        if self.cfg.detach_energy:
+            e = e.detach()
+        return energy_map(e, size, self.cfg.energy_upsample)
+
+    def sfl(self, embedding: torch.Tensor, labelled: torch.Tensor, step: int | None, out: dict) -> torch.Tensor:
+        """lambda2 * SFL (with the optional warm-up); records ``sfl`` in ``out``."""
+        sfl = stretched_feature_loss(embedding, labelled, self.cfg.margin)
+        lam2 = self.cfg.lambda2
+        if self.cfg.sfl_warmup_steps > 0 and step is not None:
+            lam2 = lam2 * min(1.0, step / self.cfg.sfl_warmup_steps)
+        out["sfl"] = sfl.detach()
+        return lam2 * sfl
+
+
+# ---------------------------------------------------------------------------------------
+# The weighting family: lambda1 * weighted cross-entropy (+ SFL)
+# ---------------------------------------------------------------------------------------
+class CrossEntropy(SparseLoss):
+    """``ce``: plain soft cross-entropy on the sparse targets (E = 1)."""
+
+    name = "ce"
+    with_sfl: ClassVar[bool] = False
+
+    def weights(self, embedding, labelled, size, step, images) -> torch.Tensor | None:
+        """Pixel weights E (B, C+1, H, W), or None for plain cross-entropy."""
+        return None
+
+    def forward(self, logits, embedding, target, labelled, step=None, images=None):
+        E = self.weights(embedding, labelled, tuple(logits.shape[-2:]), step, images)
+        pixel = weighted_cross_entropy(logits, target, E)
+        loss = self.cfg.lambda1 * pixel
+        out = {"pixel": pixel.detach()}
+        if self.with_sfl:
+            loss = loss + self.sfl(embedding, labelled, step, out)
+        if E is not None and self.uses_embedding:
+            out["energy_mean"] = E[:, 0].detach().mean()
+        out["loss"] = loss
+        return out
+
+
+class ConstantWeight(CrossEntropy):
+    """``const``: weight ``const_weight`` on unlabelled nodes, 1 on labelled ones."""
+
+    name = "const"
+
+    def weights(self, embedding, labelled, size, step, images):
+        B, C, h, w = labelled.shape
+        any_lab = labelled.any(1, keepdim=True)  # (B, 1, h, w)
+        e = torch.where(any_lab, 1.0, self.cfg.const_weight).to(torch.float32).expand(B, C, h, w)
+        return energy_map(e, size, self.cfg.energy_upsample)
+
+
+class SemanticEnergy(CrossEntropy):
+    """``sel``: the semantic energy as the weight (Xu et al., BIBM 2023)."""
+
+    name = "sel"
+    uses_embedding = True
+
+    def weights(self, embedding, labelled, size, step, images):
+        return self.energy(embedding, labelled, size)
+
+
+class SemanticEnergySFL(SemanticEnergy):
+    """``sel_sfl``: SEL plus the stretched feature loss (the paper's method)."""
+
+    name = "sel_sfl"
+    with_sfl = True
+
+
+class EMATeacher(CrossEntropy):
+    """``teacher``: background weight ``1 - (1 - teacher_floor) * q`` on unlabelled
+    nodes, ``q`` the foreground probability of an EMA copy of the model (decay
+    ``teacher_decay``), spread over a cell's extent (max-pooled over
+    ``2 round(data.sigma) + 1`` px); plain cross-entropy for the first
+    ``teacher_warmup_steps`` steps."""
+
+    name = "teacher"
+
+    def __init__(self, cfg, data) -> None:
+        super().__init__(cfg, data)
+        self.pool = 2 * int(round(data.sigma)) + 1
+        self.teacher: torch.nn.Module | None = None
+
+    def bind(self, model):
+        self.teacher = copy.deepcopy(model).requires_grad_(False)  # never trained directly
+
+    def after_step(self, model):
+        d = self.cfg.teacher_decay
+        with torch.no_grad():
+            for pt, ps in zip(self.teacher.parameters(), model.parameters()):
+                pt.lerp_(ps.detach(), 1.0 - d)
+            for bt, bs in zip(self.teacher.buffers(), model.buffers()):
+                bt.copy_(bs)
+
+    def foreground(self, images: torch.Tensor) -> torch.Tensor:
+        """The teacher's foreground probability (B, H, W), spread over a cell's extent."""
+        with torch.no_grad():
+            self.teacher.eval()
+            p = torch.softmax(self.teacher(images).logits.float(), dim=1)
+            fg = 1.0 - p[:, :1]
+            return F.max_pool2d(fg, self.pool, stride=1, padding=self.pool // 2)[:, 0]
+
+    def weights(self, embedding, labelled, size, step, images):
+        if self.teacher is None or images is None or (step is not None and step < self.cfg.teacher_warmup_steps):
+            return None
+        return self.weight_from(self.foreground(images), labelled, size)
+
+    def weight_from(self, fg: torch.Tensor, labelled: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The weights (B, C+1, H, W) given the teacher's foreground probability ``fg`` (B, H, W)."""
+        B, C, h, w = labelled.shape
+        lab = F.interpolate(labelled.any(1, keepdim=True).float(), size=size, mode="nearest")  # (B, 1, H, W)
+        bg = torch.where(lab > 0, 1.0, 1.0 - (1.0 - self.cfg.teacher_floor) * fg.float().unsqueeze(1))
+        return torch.cat([bg, torch.ones(B, C, *size, device=bg.device)], dim=1)
+
+
+# ---------------------------------------------------------------------------------------
+# The positive-unlabelled family: lambda1 * nnPU risk (+ SFL)
+# ---------------------------------------------------------------------------------------
+class PositiveUnlabelled(SparseLoss):
+    """``pu``: the non-negative PU risk (:func:`~sparsecell.losses.functional.pu_risk`);
+    the prior is ``pu_prior``, or estimated per batch from the annotated share
+    (:func:`~sparsecell.losses.annotated_share`)."""
+
+    name = "pu"
+
+    def __init__(self, cfg, data) -> None:
+        super().__init__(cfg, data)
+        self.keep = None if cfg.pu_prior is not None else annotated_share(cfg, data)
+
+    def forward(self, logits, embedding, target, labelled, step=None, images=None):
+        pixel = pu_risk(logits, target, self.cfg.pu_prior, self.keep)
+        return {"loss": self.cfg.lambda1 * pixel, "pixel": pixel.detach()}
+
+
+class SemanticEnergyPU(PositiveUnlabelled):
+    """``sel_pu``: the PU risk with each unlabelled pixel weighted by its semantic
+    energy (background channel), plus SFL."""
+
+    name = "sel_pu"
+    uses_embedding = True
+
+    def forward(self, logits, embedding, target, labelled, step=None, images=None):
+        E = self.energy(embedding, labelled, tuple(logits.shape[-2:]))[:, 0]  # background weight (B, H, W)
+        pixel = pu_risk(logits, target, self.cfg.pu_prior, self.keep, unl_weight=E)
+        out = {"pixel": pixel.detach(), "energy_mean": E.detach().mean()}
+        out["loss"] = self.cfg.lambda1 * pixel + self.sfl(embedding, labelled, step, out)
+        return out
+
+
+#: The losses by name (their roles: :data:`sparsecell.losses.ROLES`).
+LOSS_CLASSES: dict[str, type[SparseLoss]] = {
+    c.name: c
+    for c in (CrossEntropy, ConstantWeight, SemanticEnergy, SemanticEnergySFL, EMATeacher, PositiveUnlabelled, SemanticEnergyPU)
+}
