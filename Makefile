@@ -1,10 +1,11 @@
-# sparsecell: `make demo` runs the main job, `make test` the tests. Both set up .venv first.
+# sparsecell: `make demo` runs the main job, `make test` the tests (`make test-fast`: without the
+# real-data and slow ones, for the edit loop). All set up .venv first.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +21,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not realdata"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/loss_speed.py

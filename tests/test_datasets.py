@@ -389,20 +389,21 @@ def test_open_dataset_and_splits(tmp_path):
 # ---------------------------------------------------------------------------------------
 # Real data (../shared/data)
 # ---------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def crc_root(shared_data):
-    root = shared_data / "crchisto"
+def _shared(shared_data, name):
+    root = shared_data / name
     if not root.is_dir():
         pytest.skip(f"{root} absent")
     return root
+
+
+@pytest.fixture(scope="module")
+def crc_root(shared_data):
+    return _shared(shared_data, "crchisto")
 
 
 @pytest.fixture(scope="module")
 def bc_root(shared_data):
-    root = shared_data / "bcdata"
-    if not root.is_dir():
-        pytest.skip(f"{root} absent")
-    return root
+    return _shared(shared_data, "bcdata")
 
 
 @pytest.mark.realdata

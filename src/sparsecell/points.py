@@ -27,6 +27,7 @@ from .fileio import atomic_write_text
 __all__ = [
     "Points",
     "check_file",
+    "read_json",
     "finite_xy",
     "read_points",
     "read_csv",
@@ -199,6 +200,15 @@ def check_file(path: Path) -> None:
         raise AnnotationError(f"{path}: not a file")
 
 
+def read_json(path: Path):
+    """The parsed JSON document of an annotation file (an AnnotationError naming it if absent or invalid)."""
+    check_file(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise AnnotationError(f"{path}: not valid JSON: {e}") from None
+
+
 def finite_xy(xy: np.ndarray, path: Path) -> np.ndarray:
     """``xy`` if every coordinate is finite, else an AnnotationError naming ``path``."""
     bad = ~np.isfinite(xy).all(axis=1)
@@ -307,11 +317,7 @@ def read_geojson(path: str | Path, classes: Sequence[str] | None = None) -> Poin
     is of the single class (an error when several classes were asked for).
     """
     path = Path(path)
-    check_file(path)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise AnnotationError(f"{path}: not valid JSON: {e}") from None
+    doc = read_json(path)
     if isinstance(doc, dict) and doc.get("type") == "FeatureCollection":
         features = doc.get("features")
     elif isinstance(doc, dict) and doc.get("type") == "Feature":

@@ -4,13 +4,12 @@ list of ``{"x", "y", "label_id"}`` beside each image."""
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import AnnotationError, ImageError
-from ..points import Points, check_file, finite_xy
+from ..points import Points, finite_xy, read_json
 from .base import Item, PointDataset, image_folders, images_in, listing, order_splits, require_dir, split_dir
 
 __all__ = ["CLASSES", "dataset", "splits", "read_shidc"]
@@ -24,11 +23,7 @@ def read_shidc(path: str | Path) -> Points:
     """SHIDC-B-Ki-67 JSON: a list of ``{"x", "y", "label_id"}``; label_id 1 = Ki-67+
     tumour, 2 = Ki-67- tumour, 3 = tumour-infiltrating lymphocyte."""
     path = Path(path)
-    check_file(path)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise AnnotationError(f"{path}: not valid JSON: {e}") from None
+    doc = read_json(path)
     if not isinstance(doc, list):
         raise AnnotationError(f"{path}: expected a JSON list of {{x, y, label_id}} objects")
     xy, labels = [], []
