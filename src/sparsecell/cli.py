@@ -23,11 +23,45 @@ EXAMPLES = {
 }
 
 
+def _json_ready(obj):
+    """``obj`` with NaN and infinities as null: strict JSON, which every reader parses."""
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_ready(v) for v in obj]
+    return obj
+
+
 def _write_json(obj, path: Path) -> Path:
     from .fileio import atomic_write_text
 
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(_json_ready(obj), indent=2, allow_nan=False) + "\n")
     return path
+
+
+def _number(kind: str, lo: float, hi: float, lo_open: bool = False, hi_open: bool = False):
+    """An argparse type: a finite number in a range (the message says which)."""
+    import math
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        ok = math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+        if not ok:
+            raise argparse.ArgumentTypeError(f"{text} is not a {kind} ({'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'})")
+        return v
+
+    return parse
+
+
+POSITIVE = _number("positive number", 0, 1e6, lo_open=True)
+THRESHOLD = _number("threshold", 0, 1, hi_open=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -38,9 +72,9 @@ def cmd_train(args) -> int:
     config, overrides = args.config, list(args.overrides)
     if config is not None and "=" in config and not Path(config).is_file():
         config, overrides = None, [config] + overrides  # no config file: only overrides
-    cfg = load_config(config, overrides)
     if args.out:
-        cfg.train.out_dir = args.out
+        overrides.append(f"train.out_dir={args.out}")
+    cfg = load_config(config, overrides)
     r = train(cfg, resume=args.resume)
     print(f"best validation F1 {r.val_f1:.3f} at threshold {r.threshold:g}")
     print(f"wrote {r.best_checkpoint} (best), {r.last_checkpoint} (last), {r.out_dir / 'config.yaml'}; logs in {r.out_dir / 'logs'}")
@@ -54,6 +88,8 @@ def cmd_evaluate(args) -> int:
 
     det = Detector.from_checkpoint(args.checkpoint, device=args.device)
     root = Path(args.data)
+    if not root.exists():
+        raise SparsecellError(f"{root}: data folder not found")
     source = args.source or detect_source(root)
     ds = open_dataset(source, root, args.split, mode=args.mode)
     samples = [ds[i] for i in _progress(range(len(ds)), "loading")]
@@ -75,43 +111,71 @@ def cmd_evaluate(args) -> int:
     print(f"micro = TP/FP/FN summed over {ev.n_images} images; per image = P and R averaged over images; "
           f"radius {ev.radius:g} px{um}; " + ", ".join(f"F1 at {t:g}: {f:.3f}" for t, f in sorted(ev.f1_at.items(), reverse=True)))  # fmt: skip
     out = Path(args.out) if args.out else Path(args.checkpoint).parent.parent / f"evaluate_{source}_{args.split or 'all'}.json"
+    if out.exists() and not args.overwrite:
+        raise SparsecellError(f"{out}: exists; choose another --out or add --overwrite")
     _write_json(res, out)
     print(f"wrote {out}")
     return 0
 
 
 def cmd_predict(args) -> int:
-    from .imageio import read_image
+    """Outputs are written to a hidden staging folder inside ``--out`` and moved into
+    place at the end, the summary last: a run that fails leaves nothing behind, and an
+    existing file is replaced only with ``--overwrite``."""
+    import shutil
+    import tempfile
+
+    from .imageio import image_size, read_image
     from .inference import Detector
     from .points import write_csv, write_geojson
     from .report import overlay, save_png
 
+    # every input checked before anything is written
     det = Detector.from_checkpoint(args.checkpoint, device=args.device)
+    paths = [Path(p) for p in args.images]
+    seen: dict[str, Path] = {}
+    for path in paths:
+        if path.stem in seen:
+            raise SparsecellError(f"{path}: two input images share the name {path.stem!r} ({seen[path.stem]}); "
+                                  "their outputs would overwrite each other")  # fmt: skip
+        seen[path.stem] = path
+        image_size(path)  # exists and is an image
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise SparsecellError(f"{out}: --out is a file, not a folder")
+    suffixes = [".csv", ".geojson"] + ([] if args.no_overlay else ["_overlay.png"])
+    planned = [out / f"{p.stem}{sfx}" for p in paths for sfx in suffixes] + [out / "summary.json"]
+    existing = [p for p in planned if p.exists()]
+    if existing and not args.overwrite:
+        raise SparsecellError(f"{existing[0]}: exists ({len(existing)} of the {len(planned)} output files do); "
+                              "choose another --out or add --overwrite")  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
-    summary = {"checkpoint": str(args.checkpoint), "threshold": det.threshold if args.threshold is None else args.threshold, "images": {}}
-    seen = set()
-    for path in _progress([Path(p) for p in args.images], "predicting"):
-        stem = path.stem
-        if stem in seen:
-            raise SparsecellError(f"{path}: two input images share the name {stem!r}; outputs would overwrite each other")
-        seen.add(stem)
-        img = read_image(path)
-        pts = det.predict(img, args.threshold)
-        write_csv(pts, out / f"{stem}.csv")
-        write_geojson(pts, out / f"{stem}.geojson")
-        if not args.no_overlay:
-            save_png(overlay(img, pts), out / f"{stem}_overlay.png")
-        counts = pts.counts()
-        entry = {"cells": len(pts), "counts": counts}
-        if set(det.classes) >= {"positive", "negative"}:
-            n = counts["positive"] + counts["negative"]
-            entry["ki67_index"] = counts["positive"] / n if n else None
-        summary["images"][stem] = entry
-        ki = f", Ki-67 index {entry['ki67_index']:.3f}" if entry.get("ki67_index") is not None else ""
-        print(f"{path}: {len(pts)} cells {counts}{ki}")
-    _write_json(summary, out / "summary.json")
-    print(f"wrote points (CSV, QuPath GeoJSON){'' if args.no_overlay else ', overlays'} and summary.json for {len(seen)} images to {out}")
+    stage = Path(tempfile.mkdtemp(prefix=".sparsecell-predict-", dir=out))
+    try:
+        thr = det.threshold if args.threshold is None else args.threshold
+        summary = {"checkpoint": str(args.checkpoint), "threshold": thr, "classes": list(det.classes), "images": {}}
+        for path in _progress(paths, "predicting"):
+            stem = path.stem
+            img = read_image(path)
+            pts = det.predict(img, args.threshold)
+            write_csv(pts, stage / f"{stem}.csv")
+            write_geojson(pts, stage / f"{stem}.geojson")
+            if not args.no_overlay:
+                save_png(overlay(img, pts), stage / f"{stem}_overlay.png")
+            counts = pts.counts()
+            entry = {"image": str(path), "cells": len(pts), "counts": counts}
+            if set(det.classes) >= {"positive", "negative"}:
+                n = counts["positive"] + counts["negative"]
+                entry["ki67_index"] = counts["positive"] / n if n else None
+            summary["images"][stem] = entry
+            ki = f", Ki-67 index {entry['ki67_index']:.3f}" if entry.get("ki67_index") is not None else ""
+            print(f"{path}: {len(pts)} cells {counts}{ki}")
+        _write_json(summary, stage / "summary.json")
+        for p in planned:  # into place, the summary last
+            os.replace(stage / p.name, p)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    print(f"wrote points (CSV, QuPath GeoJSON){'' if args.no_overlay else ', overlays'} and summary.json for {len(paths)} images to {out}")
     return 0
 
 
@@ -154,21 +218,23 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--source", choices=["crchisto", "bcdata", "shidc", "folder"], help="dataset kind (default: guessed)")
     e.add_argument("--split", help="split folder, e.g. test")
     e.add_argument("--mode", choices=["detection", "classes"], help="CRCHisto: detection (every nucleus, the default) or classes")
-    e.add_argument("--radius", type=float, help="matching radius in px (default: the checkpoint's)")
-    e.add_argument("--radius-um", type=float, help="matching radius in um (needs --mpp)")
-    e.add_argument("--mpp", type=float, help="resolution in um per px, for --radius-um (default: the checkpoint's eval.mpp; CRCHisto: about 0.55)")
-    e.add_argument("--threshold", type=float, help="detection threshold (default: chosen on validation, in the checkpoint)")
+    e.add_argument("--radius", type=POSITIVE, help="matching radius in px (default: the checkpoint's)")
+    e.add_argument("--radius-um", type=POSITIVE, help="matching radius in um (needs --mpp)")
+    e.add_argument("--mpp", type=POSITIVE, help="resolution in um per px, for --radius-um (default: the checkpoint's eval.mpp; CRCHisto: about 0.55)")
+    e.add_argument("--threshold", type=THRESHOLD, help="detection threshold in [0, 1) (default: chosen on validation, in the checkpoint)")
     e.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    e.add_argument("--out", help="JSON file to write")
+    e.add_argument("--out", help="JSON file to write (default: evaluate_<source>_<split>.json beside the run's checkpoints folder)")
+    e.add_argument("--overwrite", action="store_true", help="replace the JSON file if it exists")
     e.set_defaults(func=cmd_evaluate)
 
     pr = sub.add_parser("predict", help="find cells in images; write CSV, QuPath GeoJSON, overlays", epilog=EXAMPLES["predict"], formatter_class=fmt)
     pr.add_argument("checkpoint")
     pr.add_argument("images", nargs="+")
     pr.add_argument("--out", required=True, help="output folder")
-    pr.add_argument("--threshold", type=float, help="detection threshold (default: the checkpoint's)")
+    pr.add_argument("--threshold", type=THRESHOLD, help="detection threshold in [0, 1) (default: the checkpoint's)")
     pr.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     pr.add_argument("--no-overlay", action="store_true", help="skip the overlay PNGs")
+    pr.add_argument("--overwrite", action="store_true", help="replace output files that exist already")
     pr.set_defaults(func=cmd_predict)
 
     d = sub.add_parser("demo", help="the main job: CE vs const vs SEL+SFL on synthetic IHC tiles with 25%% of the labels",
@@ -180,13 +246,46 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _Terminated(BaseException):
+    """Raised in the main thread on SIGTERM, so that ``finally`` blocks clean up."""
+
+
+def _stop_on_sigterm() -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        def handler(signum, frame):
+            raise _Terminated()
+
+        signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a command. Expected failures (bad input, a missing or unreadable file, a
+    device that is not there, an interruption) print one line and exit non-zero (2 for
+    bad input; 130 / 143 for Ctrl-C / SIGTERM); anything else is a bug and keeps its
+    traceback."""
+    from .errors import TrainingError
+
     args = build_parser().parse_args(argv)
     os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning")
+    if args.command != "train":  # training has its own: Lightning's, which saves a checkpoint first
+        _stop_on_sigterm()
     try:
         return args.func(args)
+    except _Terminated:
+        print(f"sparsecell {args.command}: stopped by SIGTERM; nothing was left half-written", file=sys.stderr)
+        return 143
+    except TrainingError as e:
+        print(f"sparsecell {args.command}: {e}", file=sys.stderr)
+        return e.exit_code
     except SparsecellError as e:
         print(f"sparsecell {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a user's path: unreadable, unwritable, a folder where a file was meant, a full disk
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"sparsecell {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"sparsecell {args.command}: interrupted", file=sys.stderr)

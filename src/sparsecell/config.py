@@ -8,6 +8,7 @@ so a checkpoint alone is enough to predict.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import UnionType
@@ -205,6 +206,7 @@ class Config:
                 if isinstance(e, ConfigError):
                     raise
                 raise ConfigError(f"{source}: {name}: {e}") from None
+            _check_section(name, parts[name], source)
         return cls(**parts)
 
     def save(self, path: str | Path) -> Path:
@@ -216,6 +218,103 @@ class Config:
 
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "eval": EvalConfig, "train": TrainConfig}
+
+#: The model sizes (= sparsecell.models.MODEL_SIZES, which imports torch; a test checks they agree).
+MODEL_NAMES = ("vig_cpu", "vig_ti", "vig_s", "unet_cpu")
+#: Lightning precisions sparsecell accepts.
+PRECISIONS = ("32-true", "32", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
+
+INF = math.inf
+#: Allowed values of every setting that has a limit: (low, high) with "[" / "(" for a
+#: closed / open end, or a tuple of choices. Checked whenever a config is read.
+RULES: dict[str, tuple] = {
+    "data.source": ("synthetic", "crchisto", "bcdata", "shidc", "folder"),
+    "data.mode": ("detection", "classes"),
+    "data.keep": ("(", 0, 1, "]"),
+    "data.sparse_seed": ("[", 0, INF, ")"),
+    "data.region": ("[", 1, INF, ")"),
+    "data.sigma": ("(", 0, 100, "]"),
+    "data.crop": ("[", 16, 8192, "]"),
+    "data.crops_per_image": ("[", 1, 10_000, "]"),
+    "data.colour_jitter": ("[", 0, 1, "]"),
+    "data.synthetic_train": ("[", 1, 100_000, "]"),
+    "data.synthetic_val": ("[", 1, 100_000, "]"),
+    "data.synthetic_test": ("[", 1, 100_000, "]"),
+    "data.synthetic_size": ("[", 32, 4096, "]"),
+    "data.synthetic_seed": ("[", 0, INF, ")"),
+    "model.size": MODEL_NAMES,
+    "model.dim": ("[", 4, 4096, "]"),
+    "model.depth": ("[", 1, 256, "]"),
+    "model.stride": (2, 4, 8, 16, 32, 64),
+    "loss.lambda1": ("[", 0, INF, ")"),
+    "loss.lambda2": ("[", 0, INF, ")"),
+    "loss.margin": ("[", 0, INF, ")"),
+    "loss.sfl_warmup_steps": ("[", 0, INF, ")"),
+    "loss.const_weight": ("[", 0, 1, "]"),
+    "loss.pu_prior": ("(", 0, 1, ")"),
+    "loss.pu_keep": ("(", 0, 1, "]"),
+    "loss.teacher_decay": ("[", 0, 1, ")"),
+    "loss.teacher_warmup_steps": ("[", 0, INF, ")"),
+    "loss.teacher_floor": ("[", 0, 1, "]"),
+    "eval.radius": ("(", 0, 10_000, "]"),
+    "eval.min_distance": ("[", 1, 10_000, "]"),
+    "eval.threshold": ("[", 0, 1, ")"),
+    "eval.mpp": ("(", 0, 1000, "]"),
+    "train.epochs": ("[", 1, 1_000_000, "]"),
+    "train.batch_size": ("[", 1, 100_000, "]"),
+    "train.lr": ("(", 0, 10, "]"),
+    "train.weight_decay": ("[", 0, INF, ")"),
+    "train.milestones": ("(", 0, 1, "]"),
+    "train.gamma": ("(", 0, 1, "]"),
+    "train.seed": ("[", 0, 2**32 - 1, "]"),
+    "train.accelerator": ("auto", "cpu", "gpu", "cuda", "mps"),
+    "train.num_nodes": ("[", 1, 100_000, "]"),
+    "train.precision": PRECISIONS,
+    "train.num_workers": ("[", 0, 1024, "]"),
+    "train.val_every": ("[", 1, 1_000_000, "]"),
+    "train.patience": ("[", 1, 1_000_000, "]"),
+}
+#: The longest list a setting may hold (ids of a large cohort fit; a hostile file does not).
+MAX_LIST = 1_000_000
+
+
+def _num(x) -> str:
+    return "inf" if x == INF else (str(int(x)) if float(x).is_integer() else f"{x:g}")
+
+
+def _check_value(key: str, value, source: str) -> None:
+    """A ConfigError naming the key, the value and what is allowed, if ``value`` breaks its rule."""
+    if value is None:
+        return
+    if isinstance(value, list):
+        if len(value) > MAX_LIST:
+            raise ConfigError(f"{source}: {key} holds {len(value)} items; at most {MAX_LIST}")
+        for v in value:
+            _check_value(key, v, source)
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{source}: {key} = {value!r} is not a finite number")
+    rule = RULES.get(key)
+    if rule is None:
+        return
+    if rule[0] in ("[", "(") and len(rule) == 4 and not isinstance(value, str):
+        lo_b, lo, hi, hi_b = rule
+        ok = (lo <= value if lo_b == "[" else lo < value) and (value <= hi if hi_b == "]" else value < hi)
+        if not ok:
+            raise ConfigError(f"{source}: {key} = {value!r} is out of range; allowed: {lo_b}{_num(lo)}, {_num(hi)}{hi_b}")
+    elif value not in rule:
+        raise ConfigError(f"{source}: {key} = {value!r} is not allowed; choose one of {', '.join(map(str, rule))}")
+
+
+def _check_section(name: str, sec, source: str) -> None:
+    for f in dataclasses.fields(sec):
+        _check_value(f"{name}.{f.name}", getattr(sec, f.name), source)
+    if name == "train" and sec.max_steps != -1 and sec.max_steps < 1:
+        raise ConfigError(f"{source}: train.max_steps = {sec.max_steps} is out of range; allowed: -1 (no limit) or >= 1")
+    if name == "train" and not (sec.devices == "auto" or (isinstance(sec.devices, int) and not isinstance(sec.devices, bool)
+                                                          and 1 <= sec.devices <= 4096)
+                                or (isinstance(sec.devices, list) and all(isinstance(d, int) and d >= 0 for d in sec.devices))):
+        raise ConfigError(f"{source}: train.devices = {sec.devices!r} is not allowed; a count >= 1, 'auto' or a list of device indices")
 
 #: Keys that moved to another section: old name -> new name (configs and checkpoints
 #: written before the ``eval`` section existed are read with them moved).
@@ -274,7 +373,7 @@ def _coerce(klass, key: str, value, source: str):
             if origin is list:
                 (item,) = get_args(t)
                 if isinstance(value, str):
-                    value = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
+                    value = _yaml(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
                 if not isinstance(value, list):
                     continue
                 return [item(v) for v in value]
@@ -282,6 +381,25 @@ def _coerce(klass, key: str, value, source: str):
             continue
     sec = {v: k for k, v in _SECTIONS.items()}[klass]
     raise ConfigError(f"{source}: {sec}.{key} = {value!r} is not a valid {hint}")
+
+
+#: The largest config file read (a config is a few hundred bytes).
+MAX_CONFIG_BYTES = 1 << 20
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without anchors and aliases: a config never needs them, and a few hundred
+    bytes of nested aliases can expand to gigabytes ("billion laughs")."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(f"aliases (*{event.anchor}) are not allowed, line {event.start_mark.line + 1}")
+        return super().compose_node(parent, index)
+
+
+def _yaml(text: str):
+    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def apply_overrides(config: Config, overrides: list[str]) -> Config:
@@ -298,9 +416,16 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
             sec, k = MOVED[key].split(".", 1)
         elif k not in d[sec]:
             raise ConfigError(f"override {ov!r}: unknown key {k!r} in {sec}; known: {sorted(d[sec])}")
-        v = yaml.safe_load(value) if value.strip() else None
+        try:
+            v = _yaml(value) if value.strip() else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {ov!r}: not a valid value ({_first_line(e)})") from None
         d[sec][k] = v
     return Config.from_dict(d, source="overrides")
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
@@ -312,9 +437,14 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         try:
-            d = yaml.safe_load(path.read_text(encoding="utf-8"))
+            if path.stat().st_size > MAX_CONFIG_BYTES:
+                raise ConfigError(f"{path}: {path.stat().st_size} bytes is too large for a config (at most {MAX_CONFIG_BYTES})")
+            d = _yaml(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as e:
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise ConfigError(f"{path}: not valid YAML ({first})") from None
+            raise ConfigError(f"{path}: not valid YAML ({_first_line(e)})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a text (UTF-8) file") from None
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read the config ({e.strerror or e})") from None
         cfg = Config.from_dict(d, source=str(path))
     return apply_overrides(cfg, list(overrides)) if overrides else cfg

@@ -23,3 +23,14 @@ class ConfigError(SparsecellError, ValueError):
 
 class CheckpointError(SparsecellError, ValueError):
     """A checkpoint is missing, unreadable or not a sparsecell checkpoint."""
+
+
+class TrainingError(SparsecellError, RuntimeError):
+    """Training stopped: a non-finite loss, or an interruption (SIGTERM, Ctrl-C).
+
+    ``exit_code`` is what the command line exits with (130 for Ctrl-C, 143 for SIGTERM,
+    1 otherwise)."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code

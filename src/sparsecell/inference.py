@@ -19,7 +19,34 @@ from .points import Points
 if TYPE_CHECKING:  # torch is imported where a model runs, not for peak finding
     import torch
 
-__all__ = ["find_peaks", "predict_heatmap", "Detector", "evaluate", "node_energy"]
+__all__ = ["find_peaks", "predict_heatmap", "Detector", "evaluate", "node_energy", "resolve_device", "TILE"]
+
+#: Images with a side longer than this many px are predicted tile by tile (tiles of this
+#: side, overlapping by :data:`HALO` px on every side, each keeping its core), so memory
+#: stays bounded whatever the image size: the ViG's graph is over the nodes of one tile.
+TILE = 1024
+#: The overlap kept around each tile's core (px), so no core pixel sits on a tile's edge.
+HALO = 64
+
+
+def resolve_device(device: str | None) -> str:
+    """``cpu``, ``cuda`` or ``cuda:N`` checked against this machine; None: cuda when available."""
+    import torch
+
+    from .errors import ConfigError
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    d = str(device).strip().lower()
+    if d == "cpu":
+        return d
+    if d == "cuda" or (d.startswith("cuda:") and d[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r}: no CUDA GPU is available here; use cpu")
+        if d != "cuda" and int(d[5:]) >= torch.cuda.device_count():
+            raise ConfigError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return d
+    raise ConfigError(f"device {device!r} is not known; use cpu, cuda or cuda:N")
 
 
 def find_peaks(
@@ -115,7 +142,6 @@ class Detector:
     @classmethod
     def from_checkpoint(cls, path, device: str | None = None) -> "Detector":
         """Load a checkpoint written by ``sparsecell train`` (safely: ``weights_only``)."""
-        import torch
 
         from .checkpoint import read_checkpoint
         from .errors import CheckpointError
@@ -128,12 +154,25 @@ class Detector:
             model.load_state_dict(ck.model_state())
         except RuntimeError as e:
             raise CheckpointError(f"{ck.path}: weights do not fit the model its config describes ({str(e).splitlines()[0]})") from None
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        return cls(model, ck.classes, ck.threshold, cfg.eval, device, cfg)
+        return cls(model, ck.classes, ck.threshold, cfg.eval, resolve_device(device), cfg)
 
     def heatmap(self, image: np.ndarray) -> np.ndarray:
-        """(C+1, H, W) float32 softmax heatmap of a uint8 RGB image."""
+        """(C+1, H, W) float32 softmax heatmap of a uint8 RGB image; an image with a side
+        above :data:`TILE` px is run tile by tile (see :data:`TILE`)."""
+        H, W = image.shape[:2]
+        if max(H, W) <= TILE:
+            return self._heatmap(image)
+        out = np.empty((len(self.classes) + 1, H, W), np.float32)
+        core = TILE - 2 * HALO
+        for y0 in range(0, H, core):
+            for x0 in range(0, W, core):
+                y1, x1 = min(y0 + core, H), min(x0 + core, W)
+                ys, xs = max(y0 - HALO, 0), max(x0 - HALO, 0)
+                h = self._heatmap(image[ys:min(y1 + HALO, H), xs:min(x1 + HALO, W)])
+                out[:, y0:y1, x0:x1] = h[:, y0 - ys:y1 - ys, x0 - xs:x1 - xs]
+        return out
+
+    def _heatmap(self, image: np.ndarray) -> np.ndarray:
         import torch
 
         from .data import to_tensor
@@ -161,7 +200,15 @@ def evaluate(detector: Detector, samples, radius: float | None = None, threshold
     thr = detector.threshold if threshold is None else float(threshold)
     truth, low = [], []
     for s in samples:
-        pts = s.points if s.points.classes == detector.classes else s.points.with_classes(detector.classes)
+        pts = s.points
+        if pts.classes != detector.classes:
+            try:
+                pts = pts.with_classes(detector.classes)
+            except ValueError:
+                from .errors import AnnotationError
+
+                raise AnnotationError(f"{s.image_id}: its annotations have the classes {list(s.points.classes)}, the model "
+                                      f"{list(detector.classes)}; evaluate on data of the classes it was trained on") from None  # fmt: skip
         truth.append(pts)
         low.append(detector.peaks(s.image, min(THRESHOLD_GRID[0], thr)))
     scores = score_points(truth, [p.above(thr) for p in low], radius)

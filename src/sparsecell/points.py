@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -28,6 +30,7 @@ __all__ = [
     "Points",
     "check_file",
     "read_json",
+    "number",
     "finite_xy",
     "read_points",
     "read_csv",
@@ -201,12 +204,44 @@ def check_file(path: Path) -> None:
 
 
 def read_json(path: Path):
-    """The parsed JSON document of an annotation file (an AnnotationError naming it if absent or invalid)."""
+    """The parsed JSON document of an annotation file (an AnnotationError naming it if
+    absent, unreadable or invalid; NaN and Infinity are not JSON and are refused)."""
     check_file(path)
+
+    def no_constant(name):
+        raise ValueError(f"{name} is not a JSON number")
+
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return json.loads(path.read_text(encoding="utf-8"), parse_constant=no_constant)
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
         raise AnnotationError(f"{path}: not valid JSON: {e}") from None
+    except RecursionError:
+        raise AnnotationError(f"{path}: not valid JSON: nested too deeply") from None
+    except OSError as e:
+        raise AnnotationError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def _declared_classes(text: str, path: Path) -> tuple[str, ...]:
+    try:
+        names = json.loads(text)
+    except (ValueError, RecursionError):
+        names = None
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+        raise AnnotationError(f"{path}: the class list it declares is not a JSON list of distinct names: {text.strip()[:80]!r}")
+    return tuple(names)
+
+
+def number(v, path: Path, what: str) -> float:
+    """A JSON number as a finite float (booleans, strings and huge integers refused)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise AnnotationError(f"{path}: {what} {v!r} is not a number")
+    try:
+        f = float(v)
+    except OverflowError:
+        f = math.inf
+    if not math.isfinite(f):
+        raise AnnotationError(f"{path}: {what} is not a finite number")
+    return f
 
 
 def finite_xy(xy: np.ndarray, path: Path) -> np.ndarray:
@@ -218,39 +253,53 @@ def finite_xy(xy: np.ndarray, path: Path) -> np.ndarray:
     return xy
 
 
-def _resolve_labels(raw: list, classes: Sequence[str] | None, path: Path, where: str) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Turn a list of labels (names, integers, or None for 'no label') into indices."""
+_INT = re.compile(r"[+-]?[0-9]+")
+
+
+def _resolve_labels(raw: list, classes: Sequence[str] | None, path: Path, where: str,
+                    declared: Sequence[str] | None = None) -> tuple[np.ndarray, tuple[str, ...]]:  # fmt: skip
+    """Turn a list of labels (names, integers, or None for 'no label') into indices.
+
+    The class list is the caller's ``classes``, else the one the file ``declared`` (our
+    writers store it), else inferred (names sorted, or ``class0 ..`` for indices). With
+    a known class list, labels that are all class names are names, even when they look
+    like numbers; otherwise integer labels index the class list.
+    """
+    known = tuple(classes) if classes is not None else (tuple(declared) if declared is not None else None)
     if all(r is None for r in raw):
-        classes = tuple(classes) if classes else ("tumour",)
-        if len(classes) != 1 and raw:
-            raise AnnotationError(f"{path}: points carry no {where}, but {len(classes)} classes were asked for")
-        return np.zeros(len(raw), np.int64), classes
-    ints: list[int | None] = []
-    for r in raw:
-        if isinstance(r, (int, np.integer)) and not isinstance(r, bool):
-            ints.append(int(r))
-        elif isinstance(r, str) and r.strip().lstrip("-").isdigit():
-            ints.append(int(r.strip()))
-        else:
-            ints.append(None)
-    if all(i is not None for i in ints):
-        if classes is None:
-            classes = tuple(f"class{i}" for i in range(max(ints) + 1)) if ints else ("tumour",)
-        classes = tuple(classes)
-        bad = [i for i in ints if not 0 <= i < len(classes)]
-        if bad:
-            raise AnnotationError(f"{path}: {where} {bad[0]} is not a class index 0..{len(classes) - 1} of {list(classes)}")
-        return np.array(ints, np.int64), classes
+        known = known or ("tumour",)
+        if len(known) != 1 and raw:
+            raise AnnotationError(f"{path}: points carry no {where}, but {len(known)} classes were asked for")
+        return np.zeros(len(raw), np.int64), known
     names = [None if r is None else str(r).strip() for r in raw]
     if any(n is None or n == "" for n in names):
         raise AnnotationError(f"{path}: some points have a {where} and others have none")
-    if classes is None:
-        classes = tuple(dict.fromkeys(sorted(names)))
-    classes = tuple(classes)
-    unknown = sorted(set(names) - set(classes))
+    by_name = {c.strip(): i for i, c in enumerate(known)} if known is not None else None
+    if by_name is not None and all(n in by_name for n in names):
+        return np.array([by_name[n] for n in names], np.int64), known
+    if all(isinstance(r, (int, np.integer)) and not isinstance(r, bool) or isinstance(r, str) and _INT.fullmatch(r.strip())
+           for r in raw):  # fmt: skip
+        ints = [int(r) for r in raw]
+        if known is None:
+            top = max(ints)
+            if top >= 10_000:
+                raise AnnotationError(f"{path}: {where} {top} is not a plausible class index")
+            known = tuple(f"class{i}" for i in range(top + 1))
+        bad = [i for i in ints if not 0 <= i < len(known)]
+        if bad:
+            raise AnnotationError(f"{path}: {where} {bad[0]} is not a class index 0..{len(known) - 1} of {list(known)}")
+        return np.array(ints, np.int64), known
+    if known is None:
+        known = tuple(dict.fromkeys(sorted(names)))
+        by_name = {c: i for i, c in enumerate(known)}
+    unknown = sorted(set(names) - set(by_name))
     if unknown:
-        raise AnnotationError(f"{path}: {where} {unknown[0]!r} is not a known class {list(classes)}")
-    return np.array([classes.index(n) for n in names], np.int64), classes
+        raise AnnotationError(f"{path}: {where} {unknown[0]!r} is not a known class {list(known)}")
+    return np.array([by_name[n] for n in names], np.int64), known
+
+
+#: The comment line our CSV writer puts first, naming the classes in order.
+CSV_CLASSES_PREFIX = "# classes: "
 
 
 def read_csv(path: str | Path, classes: Sequence[str] | None = None) -> Points:
@@ -259,12 +308,19 @@ def read_csv(path: str | Path, classes: Sequence[str] | None = None) -> Points:
     ``label`` is a class name or an integer index into ``classes``. Without a label
     column (or with an empty one) every point is of the single class ``classes[0]``
     (default ``"tumour"``). A ``score`` column (as :func:`write_csv` writes for
-    detections) becomes ``Points.scores``.
+    detections) becomes ``Points.scores``. A first line ``# classes: [...]`` (a JSON
+    list, as :func:`write_csv` writes) gives the class names in order.
     """
     path = Path(path)
     check_file(path)
+    declared = None
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
+            first = fh.readline()
+            if first.startswith(CSV_CLASSES_PREFIX):
+                declared = _declared_classes(first[len(CSV_CLASSES_PREFIX):], path)
+            else:
+                fh.seek(0)
             reader = csv.DictReader(fh)
             header = [h.strip().lower() for h in (reader.fieldnames or [])]
             if "x" not in header or "y" not in header:
@@ -291,8 +347,10 @@ def read_csv(path: str | Path, classes: Sequence[str] | None = None) -> Points:
         raise AnnotationError(f"{path}: not a text CSV file") from None
     except csv.Error as e:
         raise AnnotationError(f"{path}: malformed CSV: {e}") from None
+    except OSError as e:
+        raise AnnotationError(f"{path}: cannot read ({e.strerror or e})") from None
     xy_arr = finite_xy(np.array(xy, np.float64).reshape(-1, 2), path)
-    labels, classes = _resolve_labels(raw, classes, path, "label")
+    labels, classes = _resolve_labels(raw, classes, path, "label", declared)
     return Points(xy_arr, labels, classes, np.array(scores, np.float64) if score_key else None)
 
 
@@ -307,19 +365,62 @@ def _polygon_centroid(ring: np.ndarray) -> tuple[float, float]:
     return float(cx), float(cy)
 
 
+#: The FeatureCollection member in which our GeoJSON writer names the classes in order
+#: (a foreign member, RFC 7946 section 6.1: other readers, QuPath among them, ignore it).
+GEOJSON_CLASSES_KEY = "sparsecell_classes"
+
+
+def _class_name(props) -> str | None:
+    """QuPath's classification name (``name``, or its parts ``names`` joined with ": ")."""
+    info = props.get("classification") if isinstance(props, dict) else None
+    if not isinstance(info, dict):
+        return None
+    if isinstance(info.get("name"), str):
+        return info["name"]
+    names = info.get("names")
+    if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+        return ": ".join(names)
+    return None
+
+
+def _score(props, path: Path, i: int) -> float | None:
+    """The ``score`` measurement (QuPath's map form, or its list of name/value pairs)."""
+    m = props.get("measurements") if isinstance(props, dict) else None
+    if isinstance(m, dict):
+        v = m.get("score")
+    elif isinstance(m, list):
+        v = next((e.get("value") for e in m if isinstance(e, dict) and e.get("name") == "score"), None)
+    else:
+        v = None
+    return None if v is None else number(v, path, f"feature {i}: score")
+
+
+def _ring(coords, path: Path, i: int) -> np.ndarray:
+    """A polygon ring as (n, 2) float, every coordinate a finite number."""
+    if not isinstance(coords, list) or not coords:
+        raise AnnotationError(f"{path}: feature {i}: a polygon ring must be a non-empty list of [x, y]")
+    return np.array([[number(c[0], path, f"feature {i}: x"), number(c[1], path, f"feature {i}: y")] for c in coords], np.float64)
+
+
 def read_geojson(path: str | Path, classes: Sequence[str] | None = None) -> Points:
     """Read points from QuPath GeoJSON (a FeatureCollection or a list of features).
 
     Point and MultiPoint geometries give their points; Polygon and MultiPolygon
     geometries (QuPath cell or nucleus outlines) give their centroid (area-weighted,
     of the outer ring; for a MultiPolygon, of its largest part). Other geometries are
-    an error. The class is ``properties.classification.name``; a feature without one
-    is of the single class (an error when several classes were asked for).
+    an error. The class is ``properties.classification.name`` (or its ``names``); a
+    feature without one is of the single class (an error when several classes were
+    asked for). A ``score`` measurement on every feature (as :func:`write_geojson`
+    writes) becomes ``Points.scores``; the collection's ``sparsecell_classes`` member
+    gives the class names in order.
     """
     path = Path(path)
     doc = read_json(path)
+    declared = None
     if isinstance(doc, dict) and doc.get("type") == "FeatureCollection":
         features = doc.get("features")
+        if GEOJSON_CLASSES_KEY in doc:
+            declared = _declared_classes(json.dumps(doc[GEOJSON_CLASSES_KEY]), path)
     elif isinstance(doc, dict) and doc.get("type") == "Feature":
         features = [doc]
     elif isinstance(doc, list):
@@ -330,23 +431,22 @@ def read_geojson(path: str | Path, classes: Sequence[str] | None = None) -> Poin
         raise AnnotationError(f"{path}: 'features' is not a list")
     xy: list[tuple[float, float]] = []
     raw: list = []
+    scores: list = []
     for i, feat in enumerate(features):
         if not isinstance(feat, dict) or not isinstance(feat.get("geometry"), dict):
             raise AnnotationError(f"{path}: feature {i} has no geometry")
         geom = feat["geometry"]
         props = feat.get("properties") or {}
-        cls_info = props.get("classification") if isinstance(props, dict) else None
-        name = cls_info.get("name") if isinstance(cls_info, dict) else None
         gtype, coords = geom.get("type"), geom.get("coordinates")
         try:
             if gtype == "Point":
-                pts = [(float(coords[0]), float(coords[1]))]
+                pts = [(number(coords[0], path, f"feature {i}: x"), number(coords[1], path, f"feature {i}: y"))]
             elif gtype == "MultiPoint":
-                pts = [(float(c[0]), float(c[1])) for c in coords]
+                pts = [tuple(r) for r in _ring(coords, path, i)]
             elif gtype == "Polygon":
-                pts = [_polygon_centroid(np.asarray(coords[0], np.float64)[:, :2])]
+                pts = [_polygon_centroid(_ring(coords[0], path, i))]
             elif gtype == "MultiPolygon":
-                rings = [np.asarray(poly[0], np.float64)[:, :2] for poly in coords]
+                rings = [_ring(poly[0], path, i) for poly in coords]
                 areas = [abs(_shoelace(r)) for r in rings]
                 pts = [_polygon_centroid(rings[int(np.argmax(areas))])]
             else:
@@ -358,10 +458,12 @@ def read_geojson(path: str | Path, classes: Sequence[str] | None = None) -> Poin
         except (TypeError, ValueError, IndexError, KeyError):
             raise AnnotationError(f"{path}: feature {i}: malformed {gtype} coordinates") from None
         xy.extend(pts)
-        raw.extend([name] * len(pts))
+        raw.extend([_class_name(props)] * len(pts))
+        scores.extend([_score(props, path, i)] * len(pts))
     xy_arr = finite_xy(np.array(xy, np.float64).reshape(-1, 2), path)
-    labels, classes = _resolve_labels(raw, classes, path, "classification name")
-    return Points(xy_arr, labels, classes)
+    labels, classes = _resolve_labels(raw, classes, path, "classification name", declared)
+    has_scores = bool(scores) and all(v is not None for v in scores)
+    return Points(xy_arr, labels, classes, np.array(scores, np.float64) if has_scores else None)
 
 
 def _shoelace(ring: np.ndarray) -> float:
@@ -394,13 +496,15 @@ CLASS_COLOURS = [
 
 
 def write_csv(points: Points, path: str | Path) -> Path:
-    """Write ``x,y,label[,score]`` with class names as labels."""
+    """Write ``x,y,label[,score]`` with class names as labels, after a first line
+    ``# classes: [...]`` naming the classes in order (pandas: ``read_csv(path, comment="#")``)."""
     import io
 
     path = Path(path)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     has_scores = points.scores is not None
+    buf.write(CSV_CLASSES_PREFIX + json.dumps(list(points.classes)) + "\n")
     w.writerow(["x", "y", "label"] + (["score"] if has_scores else []))
     for i in range(len(points)):
         row = [repr(float(points.xy[i, 0])), repr(float(points.xy[i, 1])), points.classes[points.labels[i]]]
@@ -439,6 +543,7 @@ def write_geojson(points: Points, path: str | Path) -> Path:
                 "properties": props,
             }
         )
-    text = json.dumps({"type": "FeatureCollection", "features": feats}, indent=1)
+    doc = {"type": "FeatureCollection", GEOJSON_CLASSES_KEY: list(points.classes), "features": feats}
+    text = json.dumps(doc, indent=1, allow_nan=False)
     atomic_write_text(path, text)
     return path

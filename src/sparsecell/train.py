@@ -18,7 +18,7 @@ import torch
 from .config import Config
 from .data import CropDataset, sparse_points, to_tensor
 from .datasets import Sample, load_samples
-from .errors import ConfigError
+from .errors import ConfigError, TrainingError
 from .inference import find_peaks, predict_heatmap
 from .losses import build_loss
 from .metrics import PAPER_THRESHOLD, THRESHOLD_GRID, UNSET_THRESHOLD, threshold_sweep
@@ -100,6 +100,9 @@ class SparseCellModule(L.LightningModule):
         x, target, labelled = batch
         out = self.model(x)
         parts = self.loss_fn(out.logits, out.embedding, target, labelled, step=self.global_step, images=x)
+        if not bool(torch.isfinite(parts["loss"])):  # one host-device sync per step: cheap next to a step
+            raise TrainingError(f"the loss became {float(parts['loss'])} at epoch {self.current_epoch + 1}, "
+                                f"step {self.global_step + 1}; training stopped before the weights were spoilt")  # fmt: skip
         self.log("train_loss", parts["loss"], prog_bar=True, on_step=True, on_epoch=True, batch_size=len(x))
         for k, v in parts.items():
             if k != "loss":
@@ -166,6 +169,55 @@ class _EpochSeed(L.Callback):
             dm.crops.set_epoch(trainer.current_epoch)
 
 
+class _SaveOnInterrupt(L.Callback):
+    """On SIGTERM (a scheduler's stop) or Ctrl-C: save ``last.ckpt`` where training stands."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.saved: Path | None = None
+        self.where = ""
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+            self.where = f"epoch {trainer.current_epoch + 1}, step {trainer.global_step}"
+            if trainer.global_step > 0:
+                trainer.save_checkpoint(self.path)
+                self.saved = self.path
+
+
+def _checkpoint_io():
+    """Lightning's torch checkpoint IO, writing through sparsecell's atomic files."""
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    from .fileio import atomic_path
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+            with atomic_path(path) as tmp:
+                torch.save(checkpoint, tmp)
+
+    return AtomicCheckpointIO()
+
+
+#: Settings a resumed run may change; anything else must equal the checkpoint's.
+RESUMABLE = ("train.epochs", "train.max_steps", "train.patience", "train.progress_bar", "train.num_workers",
+             "train.devices", "train.accelerator", "train.strategy", "train.num_nodes", "train.out_dir")  # fmt: skip
+
+
+def _config_changes(old: Config, new: Config) -> list[tuple[str, object, object]]:
+    a, b = old.to_dict(), new.to_dict()
+    return [(f"{sec}.{k}", a[sec].get(k), b[sec][k]) for sec in b for k in b[sec] if a[sec].get(k) != b[sec][k]]
+
+
+def _check_device(t) -> None:
+    if t.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.accelerator = {t.accelerator!r}, but no CUDA GPU is available here; use cpu or auto")
+    if t.accelerator == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ConfigError("train.accelerator = 'mps', but MPS is not available here; use cpu or auto")
+
+
 def _loggers(out: Path):
     from lightning.pytorch.loggers import CSVLogger
 
@@ -183,32 +235,50 @@ def _loggers(out: Path):
 def train(cfg: Config, resume: str | Path | None = None, quiet: bool = False, callbacks: Sequence[L.Callback] = ()) -> TrainResult:
     """Train a detector as ``cfg`` says; checkpoints and logs go to ``cfg.train.out_dir``.
 
-    ``resume``: a checkpoint to continue from (``"last"`` for ``out_dir/checkpoints/last.ckpt``).
+    ``checkpoints/last.ckpt`` is written at the end of every epoch and
+    ``checkpoints/best.ckpt`` whenever validation F1 improves, each atomically (whole or
+    not at all), so a run killed at any moment resumes from its last finished epoch.
+    SIGTERM and Ctrl-C save ``last.ckpt`` where training stands and raise
+    :class:`~sparsecell.errors.TrainingError`; so does a loss that is not finite (then
+    without saving: the checkpoints keep the last good weights).
+
+    ``resume``: a checkpoint to continue from (``"last"`` for ``out_dir/checkpoints/last.ckpt``);
+    the config must equal the checkpoint's except for :data:`RESUMABLE` settings.
     ``callbacks``: extra Lightning callbacks.
     A new run refuses an ``out_dir`` that already holds checkpoints, so none is overwritten.
     """
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from .checkpoint import read_checkpoint
 
     t = cfg.train
     out = Path(t.out_dir)
     ckpt_dir = out / "checkpoints"
     if resume == "last":
         resume = ckpt_dir / "last.ckpt"
-    if resume is not None and not Path(resume).is_file():
-        raise ConfigError(f"{resume}: checkpoint to resume from not found")
+    if resume is not None:
+        if not Path(resume).is_file():
+            raise ConfigError(f"{resume}: checkpoint to resume from not found")
+        changes = [c for c in _config_changes(read_checkpoint(resume).config, cfg) if c[0] not in RESUMABLE]
+        if changes:
+            key, was, now = changes[0]
+            raise ConfigError(f"{resume}: was trained with {key} = {was!r}, this run asks for {now!r}; a resumed run "
+                              f"keeps its config except {', '.join(RESUMABLE)} ({len(changes)} setting(s) differ)")  # fmt: skip
     if resume is None and ckpt_dir.is_dir() and any(ckpt_dir.glob("*.ckpt")):
         raise ConfigError(f"{out}: already holds checkpoints; resume with --resume or choose another train.out_dir")
+    _check_device(t)
     L.seed_everything(t.seed, workers=True, verbose=False)
     train_s, val_s, classes = load_samples(cfg)
     module = SparseCellModule(cfg.to_dict(), classes, [s.points for s in val_s])
     dm = PointDataModule(cfg, module.model.stride, train_s, val_s, sparse_points(train_s, cfg.data))
     out.mkdir(parents=True, exist_ok=True)
-    callbacks = [
-        ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_f1", mode="max", save_last=True,
-                        auto_insert_metric_name=False),
-        _EpochSeed(),
-        *callbacks,
-    ]  # fmt: skip
+    best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_f1", mode="max", save_top_k=1,
+                              auto_insert_metric_name=False, enable_version_counter=False)  # fmt: skip
+    last_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
+                              save_on_train_epoch_end=True, auto_insert_metric_name=False, enable_version_counter=False)  # fmt: skip
+    interrupt = _SaveOnInterrupt(ckpt_dir / "last.ckpt")
+    callbacks = [best_cb, last_cb, interrupt, _EpochSeed(), *callbacks]
     if t.patience:
         callbacks.append(EarlyStopping(monitor="val_f1", mode="max", patience=t.patience))
     trainer = L.Trainer(
@@ -228,16 +298,26 @@ def train(cfg: Config, resume: str | Path | None = None, quiet: bool = False, ca
         log_every_n_steps=max(1, min(50, len(dm.crops) // max(t.batch_size, 1))),
         default_root_dir=out,
         deterministic=False,
+        plugins=[_checkpoint_io()],
     )
     if trainer.is_global_zero:
         cfg.save(out / "config.yaml")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*sync_dist.*")
-        trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None, weights_only=True)
-    best = Path(callbacks[0].best_model_path) if callbacks[0].best_model_path else ckpt_dir / "last.ckpt"
-    score = callbacks[0].best_model_score
-    from .checkpoint import read_checkpoint
-
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=".*sync_dist.*")
+            trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None, weights_only=True)
+    except (KeyboardInterrupt, SystemExit) as e:  # Ctrl-C (Lightning exits 1 after it) or SIGTERM
+        if not interrupt.where:
+            raise
+        by, code = ("SIGTERM", 143) if isinstance(e, SIGTERMException) else ("Ctrl-C", 130)
+        kept = f"saved {interrupt.saved}; continue with --resume" if interrupt.saved else "nothing trained yet, nothing saved"
+        raise TrainingError(f"stopped by {by} at {interrupt.where}; {kept}", exit_code=code) from None
+    except TrainingError as e:
+        last = ckpt_dir / "last.ckpt"
+        kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
+        raise TrainingError(f"{e}; {kept}") from None
+    best = Path(best_cb.best_model_path) if best_cb.best_model_path else ckpt_dir / "last.ckpt"
+    score = best_cb.best_model_score
     thr = read_checkpoint(best).threshold if best.is_file() else float("nan")
     return TrainResult(best, ckpt_dir / "last.ckpt", float(score) if score is not None else float("nan"), thr, out)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from . import bcdata, crchisto, folder, shidc, synthetic
-from .base import Item, PointDataset, Sample, require_dir
+from .base import Item, PointDataset, Sample, image_folders, require_dir
 
 if TYPE_CHECKING:
     from ..config import Config, DataConfig
@@ -73,16 +73,31 @@ def splits(source: str, root: str | Path | None = None) -> list[str]:
 
 def detect_source(root: str | Path) -> str:
     """Guess the kind of a dataset folder: ``bcdata`` (images/ + annotations/),
-    ``crchisto`` (``imgN_detection.mat`` files), ``shidc`` (``.json`` lists beside the
-    images, no ``.geojson``) or else ``folder``."""
+    ``crchisto`` (``imgN_detection.mat`` files), ``shidc`` (``.json`` lists of
+    ``{x, y, label_id}`` beside the images, in ``root`` or its split folders) or else
+    ``folder`` (CSV or GeoJSON, QuPath's ``.json`` exports included)."""
     root = Path(root)
     if (root / "annotations").is_dir() and (root / "images").is_dir():
         return "bcdata"
     if any(root.glob("**/img*_detection.mat")):
         return "crchisto"
-    if any(p.suffix.lower() == ".json" for p in root.glob("*")) and not any(root.glob("*.geojson")):
-        return "shidc"
+    for where in [root] + (image_folders(root) if root.is_dir() else []):
+        for p in sorted(where.glob("*.json"))[:1]:
+            return "shidc" if _looks_like_shidc(p) else "folder"
     return "folder"
+
+
+def _looks_like_shidc(path: Path) -> bool:
+    """A JSON list whose first entry has ``label_id`` (GeoJSON is an object or a list of features)."""
+    import json
+
+    try:
+        if path.stat().st_size > 64 << 20:
+            return False
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(doc, list) and bool(doc) and isinstance(doc[0], dict) and "label_id" in doc[0]
 
 
 def dataset_options(data: "DataConfig", split: str | None = None) -> dict:

@@ -30,13 +30,21 @@ def _annotation_for(img: Path, by_stem: dict[str, list[Path]]) -> Path | None:
 
 
 def _read_as(path: Path, classes: tuple[str, ...] | None, target: tuple[str, ...]) -> Points:
-    """Read a point file (with ``classes`` when given) and relabel onto ``target``."""
+    """Read a point file (with ``classes`` when given) and relabel onto ``target``;
+    repeated points (same place, same class: a double click) are kept once, with a
+    warning, since only one of them could ever be matched."""
     pts = read_points(path, classes)
     if pts.classes != target:
         try:
             pts = pts.with_classes(target)
         except ValueError as e:
             raise AnnotationError(f"{path}: {e}") from None
+    if len(pts) > 1:
+        _, first = np.unique(np.column_stack([pts.xy, pts.labels]), axis=0, return_index=True)
+        if len(first) < len(pts):
+            warnings.warn(f"{path}: {len(pts) - len(first)} of {len(pts)} points repeat another (same place and class); "
+                          "each is kept once")  # fmt: skip
+            pts = pts.subset(np.sort(first))
     return pts
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AnnotationError, ImageError
-from ..points import Points, finite_xy, read_json
+from ..points import Points, finite_xy, number, read_json
 from .base import Item, PointDataset, image_folders, images_in, listing, order_splits, require_dir, split_dir
 
 __all__ = ["CLASSES", "dataset", "splits", "read_shidc"]
@@ -28,12 +28,13 @@ def read_shidc(path: str | Path) -> Points:
         raise AnnotationError(f"{path}: expected a JSON list of {{x, y, label_id}} objects")
     xy, labels = [], []
     for i, obj in enumerate(doc):
-        try:
-            x, y, lid = float(obj["x"]), float(obj["y"]), int(obj["label_id"])
-        except (KeyError, TypeError, ValueError):
-            raise AnnotationError(f"{path}: entry {i} is not an object with numeric x, y and label_id") from None
-        if lid not in (1, 2, 3):
-            raise AnnotationError(f"{path}: entry {i} has label_id {lid}; expected 1, 2 or 3")
+        if not isinstance(obj, dict) or not {"x", "y", "label_id"} <= set(obj):
+            raise AnnotationError(f"{path}: entry {i} is not an object with numeric x, y and label_id")
+        x, y = number(obj["x"], path, f"entry {i}: x"), number(obj["y"], path, f"entry {i}: y")
+        lid = obj["label_id"]
+        if isinstance(lid, bool) or lid not in (1, 2, 3) or not isinstance(lid, (int, float)) or lid != int(lid):
+            raise AnnotationError(f"{path}: entry {i} has label_id {lid!r}; expected 1, 2 or 3")
+        lid = int(lid)
         xy.append((x, y))
         labels.append(lid - 1)
     xy_arr = finite_xy(np.array(xy, np.float64).reshape(-1, 2), path)
