@@ -71,3 +71,35 @@ def test_shipped_configs_load():
 
     for f in sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")):
         assert isinstance(load_config(f), Config)
+
+
+@pytest.mark.parametrize("override", [
+    "data.keep=-0.1", "data.keep=0", "data.keep=1.5", "train.batch_size=0", "data.sigma=-1", "train.val_every=0",
+    "train.epochs=-1", "train.epochs=0", "train.lr=-1", "model.size=huge", "train.precision=8-bit",
+    "train.accelerator=tpu", "data.crops_per_image=0", "eval.radius=-1", "eval.threshold=nan", "eval.threshold=1",
+    "loss.pu_keep=0", "loss.teacher_decay=1", "data.region=0", "train.devices=0", "data.keep=.inf",
+])  # fmt: skip
+def test_values_out_of_range_name_the_key_value_and_range(override):
+    key, value = override.split("=")
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as e:
+        load_config(None, [override])
+    msg = str(e.value)
+    assert "\n" not in msg and ("allowed" in msg or "finite" in msg or "choose one of" in msg), msg
+
+
+def test_yaml_aliases_and_huge_files_are_refused(tmp_path):
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("data:\n  train_ids: &a [x, x]\n  val_ids: [*a, *a, *a]\n")
+    with pytest.raises(ConfigError, match="aliases"):
+        load_config(bomb)
+    big = tmp_path / "big.yaml"
+    big.write_text("# " + "x" * (2 << 20))
+    with pytest.raises(ConfigError, match="too large"):
+        load_config(big)
+
+
+def test_model_names_match_the_models():
+    from sparsecell.config import MODEL_NAMES
+    from sparsecell.models import MODEL_SIZES
+
+    assert set(MODEL_NAMES) == set(MODEL_SIZES)

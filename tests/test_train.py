@@ -21,18 +21,7 @@ from sparsecell.report import save_png
 from sparsecell.synthetic import SyntheticConfig, synthetic_dataset
 from sparsecell.train import train
 
-TINY = [
-    "data.synthetic_train=3",
-    "data.synthetic_val=2",
-    "data.synthetic_size=128",
-    "data.crop=64",
-    "data.crops_per_image=2",
-    "model.dim=32",
-    "model.depth=2",
-    "train.batch_size=2",
-    "train.epochs=1",
-    "train.progress_bar=false",
-]
+from conftest import TINY
 
 
 def _cfg(tmp_path, *extra):

@@ -9,11 +9,12 @@ names, and the detection threshold (chosen on validation, or fixed by ``eval.thr
 from __future__ import annotations
 
 import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Config
-from .errors import CheckpointError
+from .errors import CheckpointError, SparsecellError
 
 __all__ = ["Checkpoint", "read_checkpoint", "THRESHOLD_DECIMALS"]
 
@@ -45,14 +46,22 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*pickle protocol.*")  # torch's note on foreign files
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except MemoryError:
+        raise CheckpointError(f"{path}: not a readable checkpoint (it asks for more memory than there is)") from None
+    except Exception as e:  # torch.load raises a dozen types on a file that is not its own (KeyError, IndexError, ...)
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CheckpointError(f"{path}: not a readable checkpoint ({first[:200]})") from None
+        kind = "code it would run is refused: " if isinstance(e, pickle.UnpicklingError) else ""
+        raise CheckpointError(f"{path}: not a readable checkpoint ({kind}{type(e).__name__}: {first[:200]})") from None
     hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     if not isinstance(hp, dict) or "config" not in hp or "state_dict" not in ckpt:
         raise CheckpointError(f"{path}: not a sparsecell checkpoint (no config or weights inside)")
-    cfg = Config.from_dict(hp["config"], source=str(path))
+    try:
+        cfg = Config.from_dict(hp["config"], source=str(path))
+    except SparsecellError as e:
+        raise CheckpointError(f"{path}: its config is not valid ({e})") from None
     state = ckpt["state_dict"]
     from .metrics import UNSET_THRESHOLD
 

@@ -6,7 +6,9 @@ early stopping and logging to Lightning's Trainer.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +103,7 @@ class SparseCellModule(L.LightningModule):
         out = self.model(x)
         parts = self.loss_fn(out.logits, out.embedding, target, labelled, step=self.global_step, images=x)
         if not bool(torch.isfinite(parts["loss"])):  # one host-device sync per step: cheap next to a step
-            raise TrainingError(f"the loss became {float(parts['loss'])} at epoch {self.current_epoch + 1}, "
+            raise TrainingError(f"the loss became {float(parts['loss'].detach())} at epoch {self.current_epoch + 1}, "
                                 f"step {self.global_step + 1}; training stopped before the weights were spoilt")  # fmt: skip
         self.log("train_loss", parts["loss"], prog_bar=True, on_step=True, on_epoch=True, batch_size=len(x))
         for k, v in parts.items():
@@ -183,7 +185,7 @@ class _SaveOnInterrupt(L.Callback):
         if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             self.where = f"epoch {trainer.current_epoch + 1}, step {trainer.global_step}"
             if trainer.global_step > 0:
-                trainer.save_checkpoint(self.path)
+                trainer.save_checkpoint(self.path, weights_only=False)
                 self.saved = self.path
 
 
@@ -218,6 +220,28 @@ def _check_device(t) -> None:
         raise ConfigError("train.accelerator = 'mps', but MPS is not available here; use cpu or auto")
 
 
+@contextlib.contextmanager
+def _quiet_lightning():
+    """Lightning's info lines (device lists, tips, its summary table) and library
+    deprecation notes stay off the user's terminal; warnings and errors still show."""
+    import logging
+
+    names = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning")
+    old = {n: logging.getLogger(n).level for n in names}
+    for n in names:
+        logging.getLogger(n).setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=".*sync_dist.*")
+            warnings.filterwarnings("ignore", message=".*treespec.*")  # torch-internal deprecation inside Lightning
+            warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # our own checkpoints on resume
+            yield
+    finally:
+        for n, level in old.items():
+            logging.getLogger(n).setLevel(level)
+
+
 def _loggers(out: Path):
     from lightning.pytorch.loggers import CSVLogger
 
@@ -247,8 +271,6 @@ def train(cfg: Config, resume: str | Path | None = None, quiet: bool = False, ca
     ``callbacks``: extra Lightning callbacks.
     A new run refuses an ``out_dir`` that already holds checkpoints, so none is overwritten.
     """
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from .checkpoint import read_checkpoint
 
@@ -267,18 +289,36 @@ def train(cfg: Config, resume: str | Path | None = None, quiet: bool = False, ca
                               f"keeps its config except {', '.join(RESUMABLE)} ({len(changes)} setting(s) differ)")  # fmt: skip
     if resume is None and ckpt_dir.is_dir() and any(ckpt_dir.glob("*.ckpt")):
         raise ConfigError(f"{out}: already holds checkpoints; resume with --resume or choose another train.out_dir")
+    for stale in ckpt_dir.glob(".*.ckpt.*") if ckpt_dir.is_dir() else ():  # a write cut off by a kill
+        stale.unlink(missing_ok=True)
     _check_device(t)
     L.seed_everything(t.seed, workers=True, verbose=False)
     train_s, val_s, classes = load_samples(cfg)
     module = SparseCellModule(cfg.to_dict(), classes, [s.points for s in val_s])
     dm = PointDataModule(cfg, module.model.stride, train_s, val_s, sparse_points(train_s, cfg.data))
     out.mkdir(parents=True, exist_ok=True)
+    if not quiet and os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("RANK", "0") == "0":
+        n_par = sum(p.numel() for p in module.model.parameters())
+        print(f"sparsecell train: {len(train_s)} training / {len(val_s)} validation images ({len(classes)} classes), "
+              f"model {cfg.model.size} ({n_par / 1e6:.2f} M parameters), loss {cfg.loss.name}, {t.epochs} epochs "
+              f"-> {out}", flush=True)  # fmt: skip
+    with _quiet_lightning():
+        return _fit(cfg, module, dm, out, ckpt_dir, resume, quiet, callbacks)
+
+
+def _fit(cfg, module, dm, out, ckpt_dir, resume, quiet, extra) -> TrainResult:
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from .checkpoint import read_checkpoint
+
+    t = cfg.train
     best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_f1", mode="max", save_top_k=1,
                               auto_insert_metric_name=False, enable_version_counter=False)  # fmt: skip
     last_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
                               save_on_train_epoch_end=True, auto_insert_metric_name=False, enable_version_counter=False)  # fmt: skip
     interrupt = _SaveOnInterrupt(ckpt_dir / "last.ckpt")
-    callbacks = [best_cb, last_cb, interrupt, _EpochSeed(), *callbacks]
+    callbacks = [best_cb, last_cb, interrupt, _EpochSeed(), *extra]
     if t.patience:
         callbacks.append(EarlyStopping(monitor="val_f1", mode="max", patience=t.patience))
     trainer = L.Trainer(
@@ -294,7 +334,7 @@ def train(cfg: Config, resume: str | Path | None = None, quiet: bool = False, ca
         check_val_every_n_epoch=t.val_every,
         num_sanity_val_steps=0,
         enable_progress_bar=t.progress_bar and not quiet,
-        enable_model_summary=not quiet,
+        enable_model_summary=False,  # train() prints the one line that matters
         log_every_n_steps=max(1, min(50, len(dm.crops) // max(t.batch_size, 1))),
         default_root_dir=out,
         deterministic=False,
@@ -303,10 +343,7 @@ def train(cfg: Config, resume: str | Path | None = None, quiet: bool = False, ca
     if trainer.is_global_zero:
         cfg.save(out / "config.yaml")
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            warnings.filterwarnings("ignore", message=".*sync_dist.*")
-            trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None, weights_only=True)
+        trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None, weights_only=True)
     except (KeyboardInterrupt, SystemExit) as e:  # Ctrl-C (Lightning exits 1 after it) or SIGTERM
         if not interrupt.where:
             raise
