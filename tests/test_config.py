@@ -103,3 +103,20 @@ def test_model_names_match_the_models():
     from sparsecell.models import MODEL_SIZES
 
     assert set(MODEL_NAMES) == set(MODEL_SIZES)
+
+
+def test_random_bytes_as_a_config_give_only_config_errors(tmp_path):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.binary(max_size=800) | st.text(max_size=300))
+    def check(data):
+        p = tmp_path / "c.yaml"
+        p.write_bytes(data if isinstance(data, bytes) else data.encode())
+        try:
+            load_config(p)
+        except ConfigError as e:
+            assert "\n" not in str(e)
+
+    check()

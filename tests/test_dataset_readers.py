@@ -154,3 +154,34 @@ def test_bcdata_errors(tmp_path):
     (ann / "positive" / "6.h5").write_bytes(b"garbage")
     with pytest.raises(AnnotationError, match="not a readable HDF5 file"):
         read_bcdata(tmp_path, "test", 6)
+
+
+# ---------------------------------------------------------------------------------------
+# Arbitrary bytes: nothing but the project's own error type
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["shidc", "crchisto", "bcdata"])
+def test_random_bytes_give_only_annotation_errors(tmp_path, kind):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=25, deadline=None)
+    @given(st.binary(max_size=1500))
+    def check(data):
+        if kind == "shidc":
+            p = tmp_path / "x.json"
+            p.write_bytes(data)
+            call = lambda: read_shidc(p)  # noqa: E731
+        elif kind == "crchisto":
+            (tmp_path / "img1").mkdir(exist_ok=True)
+            (tmp_path / "img1" / "img1_detection.mat").write_bytes(data)
+            call = lambda: read_crchisto(tmp_path, "img1")  # noqa: E731
+        else:
+            for c in ("positive", "negative"):
+                d = tmp_path / "annotations" / "test" / c
+                d.mkdir(parents=True, exist_ok=True)
+                (d / "0.h5").write_bytes(data)
+            call = lambda: read_bcdata(tmp_path, "test", "0")  # noqa: E731
+        with pytest.raises(AnnotationError):
+            call()
+
+    check()

@@ -584,3 +584,30 @@ def test_node_energy_all_or_no_nodes_labelled(detector):
     # points given in another class order are relabelled by name
     flipped = Points(pts.xy, 1 - pts.labels, CLASSES[::-1])
     np.testing.assert_array_equal(node_energy(detector, image, flipped), 1.0)
+
+
+def test_large_images_are_predicted_tile_by_tile_with_bounded_windows(monkeypatch):
+    from sparsecell import inference
+    from sparsecell.inference import Detector
+    from sparsecell.models import build_model
+
+    torch.manual_seed(0)
+    det = Detector(build_model("vig_cpu", 2, dim=32, depth=2), ("positive", "negative"), 0.5)
+    monkeypatch.setattr(inference, "TILE", 96)
+    monkeypatch.setattr(inference, "HALO", 16)
+    windows = []
+    real = det._heatmap
+
+    def spy(image):
+        windows.append(image.shape[:2])
+        return real(image)
+
+    monkeypatch.setattr(det, "_heatmap", spy)
+    img = np.random.default_rng(0).integers(0, 255, (230, 150, 3), dtype=np.uint8)
+    heat = det.heatmap(img)
+    assert heat.shape == (3, 230, 150) and np.isfinite(heat).all()
+    assert max(max(w) for w in windows) <= 96 and len(windows) == 4 * 3  # cores of 64 px: 4 rows x 3 columns
+    np.testing.assert_allclose(heat.sum(0), 1.0, atol=1e-5)  # every pixel written, by exactly one tile
+    # each core equals that window's own prediction
+    window = img[64 - 16:128 + 16, 64 - 16:128 + 16]
+    np.testing.assert_allclose(heat[:, 64:128, 64:128], real(window)[:, 16:80, 16:80], atol=1e-6)

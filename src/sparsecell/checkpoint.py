@@ -37,6 +37,20 @@ class Checkpoint:
         return {k[len("model."):]: v for k, v in self.state_dict.items() if k.startswith("model.")}
 
 
+def _why(e: Exception) -> str:
+    """Why torch.load refused a file, in a few words."""
+    import re
+
+    text = str(e)
+    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if m:
+        return f"it would run {m.group(1)}, which is refused"
+    if isinstance(e, pickle.UnpicklingError) or "Weights only load failed" in text:
+        return "not a PyTorch checkpoint file"
+    first = (text.strip().splitlines() or [""])[0][:120]
+    return f"{type(e).__name__}: {first}" if first and first != type(e).__name__ else type(e).__name__
+
+
 def read_checkpoint(path: str | Path) -> Checkpoint:
     """Read and check a sparsecell checkpoint; a missing, unreadable or foreign file is a
     :class:`~sparsecell.errors.CheckpointError` naming it."""
@@ -52,9 +66,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     except MemoryError:
         raise CheckpointError(f"{path}: not a readable checkpoint (it asks for more memory than there is)") from None
     except Exception as e:  # torch.load raises a dozen types on a file that is not its own (KeyError, IndexError, ...)
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        kind = "code it would run is refused: " if isinstance(e, pickle.UnpicklingError) else ""
-        raise CheckpointError(f"{path}: not a readable checkpoint ({kind}{type(e).__name__}: {first[:200]})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({_why(e)})") from None
     hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     if not isinstance(hp, dict) or "config" not in hp or "state_dict" not in ckpt:
         raise CheckpointError(f"{path}: not a sparsecell checkpoint (no config or weights inside)")

@@ -60,7 +60,7 @@ def _number(kind: str, lo: float, hi: float, lo_open: bool = False, hi_open: boo
     return parse
 
 
-POSITIVE = _number("positive number", 0, 1e6, lo_open=True)
+POSITIVE = _number("positive number", 0, float("inf"), lo_open=True, hi_open=True)
 THRESHOLD = _number("threshold", 0, 1, hi_open=True)
 
 
@@ -92,6 +92,9 @@ def cmd_evaluate(args) -> int:
         raise SparsecellError(f"{root}: data folder not found")
     source = args.source or detect_source(root)
     ds = open_dataset(source, root, args.split, mode=args.mode)
+    if ds.classes != det.classes and not set(ds.classes) <= set(det.classes):
+        raise SparsecellError(f"{root}: the data's classes {list(ds.classes)} are not the model's {list(det.classes)}; "
+                              "evaluate on data of the classes it was trained on")  # fmt: skip
     samples = [ds[i] for i in _progress(range(len(ds)), "loading")]
     radius, mpp = args.radius, args.mpp if args.mpp is not None else det.eval.mpp
     if args.radius_um is not None:

@@ -380,7 +380,9 @@ def _coerce(klass, key: str, value, source: str):
         except (TypeError, ValueError):
             continue
     sec = {v: k for k, v in _SECTIONS.items()}[klass]
-    raise ConfigError(f"{source}: {sec}.{key} = {value!r} is not a valid {hint}")
+    kinds = {int: "whole number", float: "number", str: "text", bool: "true or false"}
+    want = " or ".join(kinds.get(t, getattr(t, "__name__", str(t))) if get_origin(t) is not list else "list" for t in options)
+    raise ConfigError(f"{source}: {sec}.{key} = {value!r} is not a valid value (expected a {want})")
 
 
 #: The largest config file read (a config is a few hundred bytes).
