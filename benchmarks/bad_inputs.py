@@ -208,7 +208,7 @@ def _cases() -> list[Case]:
                               _write("dup2/a.csv", "x,y,label\n5,5,positive\n5,5,positive\n")(w))),
         Case("points", "evaluate: a data folder that does not exist", E("nowhere")),
         # images
-        Case("images", "a 2600x2600 PNG of 30 KB (predicted by tiles, memory bounded)", P("big.png", "--out", "obig", "--no-overlay"),
+        Case("images", "a 2600x2600 PNG of 30 KB (predicted by 1024 px tiles)", P("big.png", "--out", "obig", "--no-overlay"),
              expect="ok", setup=lambda w: __import__("PIL.Image", fromlist=["Image"]).fromarray(
                  np.full((2600, 2600, 3), 200, np.uint8)).save(w / "big.png")),
         Case("images", "a TIFF decompression bomb (12000x12000, 450 KB)", P("bomb.tif", "--out", "o"),

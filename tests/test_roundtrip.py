@@ -60,37 +60,28 @@ def names(p: Points) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------
-# properties that hold today
+# round trips
 # ---------------------------------------------------------------------------------------
 @SETTINGS
-@given(points())
-def test_csv_round_trip_with_classes(pts):
+@given(points(), st.sampled_from(sorted(WRITERS)))
+def test_round_trip_with_classes(pts, fmt):
+    """Points (bit-exact: the writers use repr / JSON floats), labels, classes and scores
+    come back; a GeoJSON file named .json reads alike through read_points."""
+    write, read, suffix = WRITERS[fmt]
     with tempfile.TemporaryDirectory() as d:
-        path = write_csv(pts, Path(d) / "p.csv")
-        back = read_csv(path, pts.classes)
-    np.testing.assert_array_equal(back.xy, pts.xy)  # bit-exact: the writer uses repr
-    np.testing.assert_array_equal(back.labels, pts.labels)
-    assert back.classes == pts.classes
-    if pts.scores is None:
-        assert back.scores is None
-    else:
-        np.testing.assert_array_equal(back.scores, pts.scores)
-
-
-@SETTINGS
-@given(points())
-def test_geojson_round_trip_with_classes(pts):
-    with tempfile.TemporaryDirectory() as d:
-        path = write_geojson(pts, Path(d) / "p.geojson")
-        back = read_geojson(path, pts.classes)
-        # the .json suffix reads alike through read_points
-        json_path = Path(d) / "p.json"
-        json_path.write_bytes(path.read_bytes())
-        back2 = read_points(json_path, pts.classes)
-    for b in (back, back2):
-        np.testing.assert_array_equal(b.xy, pts.xy)
-        np.testing.assert_array_equal(b.labels, pts.labels)
-        assert b.classes == pts.classes
+        path = write(pts, Path(d) / f"p{suffix}")
+        backs = [read(path, pts.classes)]
+        if fmt == "geojson":
+            (Path(d) / "p.json").write_bytes(path.read_bytes())
+            backs.append(read_points(Path(d) / "p.json", pts.classes))
+    for back in backs:
+        np.testing.assert_array_equal(back.xy, pts.xy)
+        np.testing.assert_array_equal(back.labels, pts.labels)
+        assert back.classes == pts.classes
+        if pts.scores is None:
+            assert back.scores is None
+        else:
+            np.testing.assert_array_equal(back.scores, pts.scores)
 
 
 @SETTINGS

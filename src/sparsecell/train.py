@@ -102,7 +102,10 @@ class SparseCellModule(L.LightningModule):
         x, target, labelled = batch
         out = self.model(x)
         parts = self.loss_fn(out.logits, out.embedding, target, labelled, step=self.global_step, images=x)
-        if not bool(torch.isfinite(parts["loss"])):  # one host-device sync per step: cheap next to a step
+        bad = (~torch.isfinite(parts["loss"].detach())).float()
+        if self.trainer.world_size > 1:  # every rank stops together, none waits for the others forever
+            bad = self.trainer.strategy.reduce(bad, reduce_op="sum")
+        if bool(bad):  # one host-device sync per step: cheap next to a step
             raise TrainingError(f"the loss became {float(parts['loss'].detach())} at epoch {self.current_epoch + 1}, "
                                 f"step {self.global_step + 1}; training stopped before the weights were spoilt")  # fmt: skip
         self.log("train_loss", parts["loss"], prog_bar=True, on_step=True, on_epoch=True, batch_size=len(x))

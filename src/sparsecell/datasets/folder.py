@@ -102,8 +102,10 @@ def dataset(
         for _, ann in pairs:
             if ann is not None:
                 pts = read_points(ann)
+                if len(pts) == 0 and pts.classes != Points.empty().classes:
+                    found.update(pts.classes)  # no point, but the classes it declares (our writers do)
                 found.update(pts.classes[k] for k in np.unique(pts.labels))
-        target = tuple(sorted(found, key=natural_key)) or ("tumour",)
+        target = tuple(sorted(found, key=natural_key)) or Points.empty().classes
     else:
         target = given
 
