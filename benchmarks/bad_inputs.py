@@ -138,7 +138,10 @@ def _cases() -> list[Case]:
             "train.batch_size=0", "data.sigma=-1", "train.val_every=0", "train.lr=-1", "model.size=huge",
             "train.precision=8", "train.accelerator=tpu", "train.accelerator=gpu", "data.crops_per_image=0",
             "eval.radius=-1", "eval.threshold=1.5", "loss.name=magic", "loss.pu_keep=0", "data.crop=1.5",
-            "train.devices=0", "data.source=mnist", "train.nope=1", "data.train_ids=[&a x, *a]"]],
+            "train.devices=0", "data.source=mnist", "train.nope=1", "data.train_ids=[&a x, *a]", "train.strategy=bogus",
+            "train.devices=[5]", "model.stride=3", "data.crop=100"]],
+        Case("config", "`model.size=unet_cpu model.depth=3` (a setting that size does not take)",
+             T("model.size=unet_cpu", "model.depth=3")),
         Case("config", "a YAML alias bomb (700 bytes)", lambda w: ["train", str(w / "bomb.yaml")],
              setup=_write("bomb.yaml", "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
                           "c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n"

@@ -163,8 +163,12 @@ def test_cli_train_reports_errors_in_one_line_and_writes_nothing(tmp_path, capsy
 
     for ov, msg in [("data.keep=0", "data.keep = 0.0 is out of range; allowed: (0, 1]"),
                     ("train.epochs=0", "train.epochs = 0 is out of range"),
-                    ("train.accelerator=tpu", "train.accelerator = 'tpu' is not allowed")]:  # fmt: skip
-        assert main(["train", "--out", str(tmp_path / "r"), ov]) == 2
+                    ("train.accelerator=tpu", "train.accelerator = 'tpu' is not allowed"),
+                    ("train.strategy=bogus", "invalid strategy name"),
+                    ("train.devices=[5]", "devices [5]"),
+                    ("model.depth=300", "model.depth = 300 is out of range"),
+                    ("model.size=unet_cpu model.depth=2", "model size 'unet_cpu' takes no setting 'depth'")]:  # fmt: skip
+        assert main(["train", "--out", str(tmp_path / "r"), *ov.split()]) == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and msg in err, err
     assert not (tmp_path / "r").exists()

@@ -142,14 +142,16 @@ class Detector:
     @classmethod
     def from_checkpoint(cls, path, device: str | None = None) -> "Detector":
         """Load a checkpoint written by ``sparsecell train`` (safely: ``weights_only``)."""
-
         from .checkpoint import read_checkpoint
         from .errors import CheckpointError
         from .models import build_model
 
         ck = read_checkpoint(path)
         cfg = ck.config
-        model = build_model(cfg.model.size, len(ck.classes), **cfg.model.overrides())
+        try:
+            model = build_model(cfg.model.size, len(ck.classes), **cfg.model.overrides())
+        except ValueError as e:
+            raise CheckpointError(f"{ck.path}: its model settings are not valid ({e})") from None
         try:
             model.load_state_dict(ck.model_state())
         except RuntimeError as e:

@@ -297,9 +297,11 @@ def train(cfg: Config, resume: str | Path | None = None, quiet: bool = False, ca
     _check_device(t)
     L.seed_everything(t.seed, workers=True, verbose=False)
     train_s, val_s, classes = load_samples(cfg)
-    module = SparseCellModule(cfg.to_dict(), classes, [s.points for s in val_s])
+    try:
+        module = SparseCellModule(cfg.to_dict(), classes, [s.points for s in val_s])
+    except ValueError as e:  # a model setting its size does not take, or out of its range
+        raise ConfigError(f"model: {e}") from None
     dm = PointDataModule(cfg, module.model.stride, train_s, val_s, sparse_points(train_s, cfg.data))
-    out.mkdir(parents=True, exist_ok=True)
     if not quiet and os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("RANK", "0") == "0":
         n_par = sum(p.numel() for p in module.model.parameters())
         print(f"sparsecell train: {len(train_s)} training / {len(val_s)} validation images ({len(classes)} classes), "
@@ -309,22 +311,8 @@ def train(cfg: Config, resume: str | Path | None = None, quiet: bool = False, ca
         return _fit(cfg, module, dm, out, ckpt_dir, resume, quiet, callbacks)
 
 
-def _fit(cfg, module, dm, out, ckpt_dir, resume, quiet, extra) -> TrainResult:
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-    from .checkpoint import read_checkpoint
-
-    t = cfg.train
-    best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_f1", mode="max", save_top_k=1,
-                              auto_insert_metric_name=False, enable_version_counter=False)  # fmt: skip
-    last_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
-                              save_on_train_epoch_end=True, auto_insert_metric_name=False, enable_version_counter=False)  # fmt: skip
-    interrupt = _SaveOnInterrupt(ckpt_dir / "last.ckpt")
-    callbacks = [best_cb, last_cb, interrupt, _EpochSeed(), *extra]
-    if t.patience:
-        callbacks.append(EarlyStopping(monitor="val_f1", mode="max", patience=t.patience))
-    trainer = L.Trainer(
+def _trainer(t, callbacks, out: Path, dm, quiet: bool) -> L.Trainer:
+    return L.Trainer(
         max_epochs=t.epochs,
         max_steps=t.max_steps,
         accelerator=t.accelerator,
@@ -343,6 +331,32 @@ def _fit(cfg, module, dm, out, ckpt_dir, resume, quiet, extra) -> TrainResult:
         deterministic=False,
         plugins=[_checkpoint_io()],
     )
+
+
+def _fit(cfg, module, dm, out, ckpt_dir, resume, quiet, extra) -> TrainResult:
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from .checkpoint import read_checkpoint
+
+    t = cfg.train
+    best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_f1", mode="max", save_top_k=1,
+                              auto_insert_metric_name=False, enable_version_counter=False)  # fmt: skip
+    last_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
+                              save_on_train_epoch_end=True, auto_insert_metric_name=False, enable_version_counter=False)  # fmt: skip
+    interrupt = _SaveOnInterrupt(ckpt_dir / "last.ckpt")
+    callbacks = [best_cb, last_cb, interrupt, _EpochSeed(), *extra]
+    if t.patience:
+        callbacks.append(EarlyStopping(monitor="val_f1", mode="max", patience=t.patience))
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        trainer = _trainer(t, callbacks, out, dm, quiet)
+    except (ValueError, TypeError, MisconfigurationException) as e:  # Lightning's checks of devices and strategy
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"train settings (accelerator {t.accelerator!r}, devices {t.devices!r}, strategy "
+                          f"{t.strategy!r}, precision {t.precision!r}): {first}") from None  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
     if trainer.is_global_zero:
         cfg.save(out / "config.yaml")
     try:

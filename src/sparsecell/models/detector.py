@@ -9,6 +9,7 @@ any input whose sides are multiples of ``stride`` is accepted.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import NamedTuple
 
@@ -204,6 +205,10 @@ def build_model(size: str = "vig_cpu", num_classes: int = 1, **overrides) -> nn.
     kw = {**MODEL_SIZES[size], **overrides}
     arch = kw.pop("arch")
     cls = ViGDetector if arch == "vig" else UNetDetector
+    takes = set(inspect.signature(cls.__init__).parameters) - {"self", "num_classes"}
+    unknown = sorted(set(overrides) - takes)
+    if unknown:
+        raise ValueError(f"model size {size!r} takes no setting {unknown[0]!r}; it takes {', '.join(sorted(takes))}")
     return cls(num_classes=num_classes, **kw)
 
 
