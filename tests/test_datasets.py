@@ -113,7 +113,7 @@ def test_read_image_errors(tmp_path):
     (tmp_path / "junk.tif").write_bytes(b"II*\x00garbage")
     with pytest.raises(ImageError, match=r"junk\.tif: not a readable image"):
         read_image(tmp_path / "junk.tif")
-    with pytest.raises(ImageError, match="not a file"):
+    with pytest.raises(ImageError, match="is a folder, not an image"):
         read_image(tmp_path)
     _image(tmp_path / "cut.png", 64, 64)
     raw = (tmp_path / "cut.png").read_bytes()

@@ -123,6 +123,15 @@ def _read_tiff(path: Path, limit: int) -> np.ndarray | None:
             return None
 
 
+def _check_file(path: Path) -> None:
+    if path.is_dir():
+        raise ImageError(f"{path}: is a folder, not an image (give the image files, e.g. {path}/*.png)")
+    if not path.exists():
+        raise ImageError(f"{path}: image file not found")
+    if not path.is_file():
+        raise ImageError(f"{path}: not a file")
+
+
 def _pil_open(path: Path, limit: int):
     """PIL's image (not decoded) after checking its size against ``limit``; PIL's own
     bomb check is set to the same limit."""
@@ -167,10 +176,7 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
 
     limit = pixel_limit(max_pixels)
     path = Path(path)
-    if not path.exists():
-        raise ImageError(f"{path}: image file not found")
-    if not path.is_file():
-        raise ImageError(f"{path}: not a file")
+    _check_file(path)
     is_tiff = path.suffix.lower() in (".tif", ".tiff")
     try:
         with _pil_open(path, limit) as im:
@@ -200,8 +206,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
     from PIL import Image
 
     path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"{path}: image file not found")
+    _check_file(path)
     old = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # the size alone is asked: no bomb check here
     try:

@@ -54,7 +54,7 @@ def require_dir(path: Path, what: str, error: type[Exception] = AnnotationError)
     if path.is_dir():
         return path
     if path.exists():
-        raise error(f"{path}: {what} is not a folder")
+        raise error(f"{path}: is a file; expected the {what}")
     parent = path.parent
     while not parent.is_dir() and parent != parent.parent:
         parent = parent.parent
