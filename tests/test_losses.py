@@ -32,7 +32,8 @@ def _inputs(B, C, h, w, D=6, s=4, pattern="random", seed=0):
 
 
 def _sel(logits, emb, target, lab):
-    return make_loss("sel", lambda1=1.0)(logits, emb, target, lab)["loss"]
+    """SEL with an energy per class: what the loop transcription computes for C > 1 (equal to ``sel`` for C = 1)."""
+    return make_loss("sel_pc", lambda1=1.0)(logits, emb, target, lab)["loss"]
 
 
 @pytest.mark.parametrize("B,C,h,w", [(1, 1, 3, 3), (2, 1, 4, 5), (3, 2, 3, 4)])
@@ -272,3 +273,23 @@ def test_sel_pu_is_energy_weighted_pu_plus_sfl():
     # the energy is learned: the weighted PU term alone sends a gradient into the embedding
     (g,) = torch.autograd.grad(pixel, emb)
     assert g.abs().sum() > 0
+
+
+def test_sel_is_the_papers_single_energy_and_sel_pc_the_per_class_one():
+    """With several classes, ``sel`` weights every channel by one energy against all
+    labelled nodes (= the one-class loss on merged labels, the paper's code); ``sel_pc``
+    has an energy per class. With one class the two are the same."""
+    logits, emb, target, lab = _inputs(2, 2, 4, 4, pattern="random", seed=3)
+    merged_lab = lab.any(1, keepdim=True)
+    ours = make_loss("sel", lambda1=1.0)(logits, emb, target, lab)["loss"]
+    from sparsecell.losses.functional import pixel_energy
+
+    E = pixel_energy(emb, lab, tuple(logits.shape[-2:]), per_class=False)
+    E1 = pixel_energy(emb, merged_lab, tuple(logits.shape[-2:]), per_class=True)  # one class: the paper's E
+    torch.testing.assert_close(E, E1[:, :1].expand_as(E))
+    assert ours.item() == pytest.approx(weighted_cross_entropy(logits, target, E).item(), rel=1e-6)
+    per_class = make_loss("sel_pc", lambda1=1.0)(logits, emb, target, lab)["loss"]
+    assert per_class.item() == pytest.approx(sel_loop(logits, emb, target, lab).item(), rel=1e-5)
+    assert abs(per_class.item() - ours.item()) > 1e-4  # they differ with several classes
+    one = _inputs(2, 1, 4, 4)
+    assert make_loss("sel")(*one)["loss"].item() == make_loss("sel_pc")(*one)["loss"].item()

@@ -54,6 +54,8 @@ METHODS: dict[str, list[str]] = {
     "sel": ["loss.name=sel"],
     "sel_sfl": ["loss.name=sel_sfl"],
     "sel_sfl_detach": ["loss.name=sel_sfl", "loss.detach_energy=true"],
+    "sel_pc": ["loss.name=sel_pc"],
+    "sel_sfl_pc": ["loss.name=sel_sfl_pc"],
     "teacher": ["loss.name=teacher"],
     "sel_pu": ["loss.name=sel_pu"],
 }

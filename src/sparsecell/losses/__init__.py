@@ -16,8 +16,11 @@ and its members differ in the weight E:
 
 - ``ce``: E = 1 (the paper's "full supervision on sparse labels" baseline);
 - ``const``: E = w on unlabelled nodes, 1 on labelled ones (the control);
-- ``sel``: E = the semantic energy (Xu et al., BIBM 2023);
+- ``sel``: E = the semantic energy (Xu et al., BIBM 2023): one energy against all
+  labelled nodes, whatever their class, weighting every channel (the paper's formulation);
 - ``sel_sfl``: SEL plus the stretched feature loss (the paper's method);
+- ``sel_pc``, ``sel_sfl_pc``: the same with an energy per class, the background weighted
+  by the smallest (sparsecell's multi-class variant; equal to the above with one class);
 - ``teacher``: background weight ``1 - (1 - floor) * q`` on unlabelled nodes, with ``q``
   the foreground probability that a slowly updated (EMA) copy of the model gives
   the pixel (sparsecell's variant: don't punish cells the model already finds).
@@ -48,6 +51,8 @@ ROLES = {
     "pu": "baseline",
     "sel": "ours",
     "sel_sfl": "ours",
+    "sel_pc": "ours",
+    "sel_sfl_pc": "ours",
     "sel_pu": "ours",
     "teacher": "ours",
 }

@@ -15,7 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["semantic_energy", "energy_map", "weighted_cross_entropy", "stretched_feature_loss", "pu_risk"]
+__all__ = ["semantic_energy", "energy_map", "pixel_energy", "weighted_cross_entropy", "stretched_feature_loss", "pu_risk"]
 
 _LOG_EPS = math.log(1e-10)
 
@@ -89,6 +89,25 @@ def energy_map(node_energy: torch.Tensor, size: tuple[int, int], mode: str = "bi
     Mh = _interp_matrix(size[0], h, mode, e.device)  # (H, h)
     Mw = _interp_matrix(size[1], w, mode, e.device)  # (W, w)
     return torch.matmul(torch.matmul(Mh, e), Mw.T)  # (B, C+1, H, W)
+
+
+def pixel_energy(embedding: torch.Tensor, labelled: torch.Tensor, size: tuple[int, int], per_class: bool,
+                 mode: str = "bilinear", detach: bool = False) -> torch.Tensor:  # fmt: skip
+    """SEL's pixel weights E, (B, C+1, H, W), from node embeddings and labelled nodes.
+
+    ``per_class=False`` is the paper's formulation (its authors' code detects one cell
+    class): one energy against every labelled node whatever its class, weighting every
+    channel alike. ``per_class=True`` is sparsecell's variant: an energy per class and
+    the smallest of them for the background (:func:`energy_map`). With one class the two
+    are the same computation.
+    """
+    C = labelled.shape[1]
+    if per_class or C == 1:
+        e = semantic_energy(embedding, labelled)
+        return energy_map(e.detach() if detach else e, size, mode)
+    e = semantic_energy(embedding, labelled.any(1, keepdim=True))  # (B, 1, h, w)
+    E = energy_map(e.detach() if detach else e, size, mode)[:, :1]  # (B, 1, H, W)
+    return E.expand(-1, C + 1, -1, -1)
 
 
 def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from . import annotated_share
-from .functional import energy_map, pu_risk, semantic_energy, stretched_feature_loss, weighted_cross_entropy
+from .functional import energy_map, pixel_energy, pu_risk, stretched_feature_loss, weighted_cross_entropy
 
-__all__ = ["SparseLoss", "CrossEntropy", "ConstantWeight", "SemanticEnergy", "SemanticEnergySFL", "EMATeacher",
-           "PositiveUnlabelled", "SemanticEnergyPU", "LOSS_CLASSES"]  # fmt: skip
+__all__ = ["SparseLoss", "CrossEntropy", "ConstantWeight", "SemanticEnergy", "SemanticEnergySFL", "SemanticEnergyPerClass",
+           "SemanticEnergySFLPerClass", "EMATeacher", "PositiveUnlabelled", "SemanticEnergyPU", "LOSS_CLASSES"]  # fmt: skip
 
 
 class SparseLoss(torch.nn.Module):
@@ -28,6 +28,7 @@ class SparseLoss(torch.nn.Module):
 
     name: ClassVar[str] = ""
     uses_embedding: ClassVar[bool] = False  # reads the node embedding (the energy, SFL)
+    per_class_energy: ClassVar[bool] = True  # with several classes: an energy per class (False: the paper's one energy)
 
     def __init__(self, cfg, data) -> None:
         super().__init__()
@@ -45,10 +46,7 @@ class SparseLoss(torch.nn.Module):
 
     def energy(self, embedding: torch.Tensor, labelled: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """SEL's pixel weights E (B, C+1, H, W) from the node embeddings (detached if asked)."""
-        e = semantic_energy(embedding, labelled)
-        if self.cfg.detach_energy:
-            e = e.detach()
-        return energy_map(e, size, self.cfg.energy_upsample)
+        return pixel_energy(embedding, labelled, size, self.per_class_energy, self.cfg.energy_upsample, self.cfg.detach_energy)
 
     def sfl(self, embedding: torch.Tensor, labelled: torch.Tensor, step: int | None, out: dict) -> torch.Tensor:
         """lambda2 * SFL (with the optional warm-up); records ``sfl`` in ``out``."""
@@ -99,10 +97,12 @@ class ConstantWeight(CrossEntropy):
 
 
 class SemanticEnergy(CrossEntropy):
-    """``sel``: the semantic energy as the weight (Xu et al., BIBM 2023)."""
+    """``sel``: the semantic energy as the weight (Xu et al., BIBM 2023), the paper's
+    formulation: one energy against all labelled nodes, whatever their class."""
 
     name = "sel"
     uses_embedding = True
+    per_class_energy = False
 
     def weights(self, embedding, labelled, size, step, images):
         return self.energy(embedding, labelled, size)
@@ -112,6 +112,22 @@ class SemanticEnergySFL(SemanticEnergy):
     """``sel_sfl``: SEL plus the stretched feature loss (the paper's method)."""
 
     name = "sel_sfl"
+    with_sfl = True
+
+
+class SemanticEnergyPerClass(SemanticEnergy):
+    """``sel_pc``: SEL with an energy per class (sparsecell's multi-class variant: class
+    channel c weighted by the energy against class c's labelled nodes, background by
+    the smallest class energy). Equal to ``sel`` with one class."""
+
+    name = "sel_pc"
+    per_class_energy = True
+
+
+class SemanticEnergySFLPerClass(SemanticEnergyPerClass):
+    """``sel_sfl_pc``: the per-class SEL plus SFL."""
+
+    name = "sel_sfl_pc"
     with_sfl = True
 
 
@@ -198,5 +214,6 @@ class SemanticEnergyPU(PositiveUnlabelled):
 #: The losses by name (their roles: :data:`sparsecell.losses.ROLES`).
 LOSS_CLASSES: dict[str, type[SparseLoss]] = {
     c.name: c
-    for c in (CrossEntropy, ConstantWeight, SemanticEnergy, SemanticEnergySFL, EMATeacher, PositiveUnlabelled, SemanticEnergyPU)
+    for c in (CrossEntropy, ConstantWeight, SemanticEnergy, SemanticEnergySFL, SemanticEnergyPerClass, SemanticEnergySFLPerClass,
+              EMATeacher, PositiveUnlabelled, SemanticEnergyPU)
 }
