@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from .config import RULES, in_range, range_text
 from .errors import SparsecellError
 
 EXAMPLES = {
@@ -43,8 +44,8 @@ def _write_json(obj, path: Path) -> Path:
     return path
 
 
-def _number(kind: str, lo: float, hi: float, lo_open: bool = False, hi_open: bool = False):
-    """An argparse type: a finite number in a range (the message says which)."""
+def _number(kind: str, rule: tuple):
+    """An argparse type: a finite number within a range rule of :mod:`sparsecell.config`."""
     import math
 
     def parse(text: str) -> float:
@@ -52,16 +53,15 @@ def _number(kind: str, lo: float, hi: float, lo_open: bool = False, hi_open: boo
             v = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        ok = math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-        if not ok:
-            raise argparse.ArgumentTypeError(f"{text} is not a {kind} ({'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'})")
+        if not (math.isfinite(v) and in_range(v, rule)):
+            raise argparse.ArgumentTypeError(f"{text} is not a {kind} ({range_text(rule)})")
         return v
 
     return parse
 
 
-POSITIVE = _number("positive number", 0, float("inf"), lo_open=True, hi_open=True)
-THRESHOLD = _number("threshold", 0, 1, hi_open=True)
+POSITIVE = _number("positive number", ("(", 0, float("inf"), ")"))
+THRESHOLD = _number("threshold", RULES["eval.threshold"])  # the range eval.threshold has in a config
 
 
 # ---------------------------------------------------------------------------------------

@@ -282,6 +282,18 @@ def _num(x) -> str:
     return "inf" if x == INF else (str(int(x)) if float(x).is_integer() else f"{x:g}")
 
 
+def in_range(value, rule: tuple) -> bool:
+    """Whether a number lies in a range rule such as ``("[", 0, 1, ")")``."""
+    lo_b, lo, hi, hi_b = rule
+    return (lo <= value if lo_b == "[" else lo < value) and (value <= hi if hi_b == "]" else value < hi)
+
+
+def range_text(rule: tuple) -> str:
+    """``("[", 0, 1, ")")`` -> ``"[0, 1)"``."""
+    lo_b, lo, hi, hi_b = rule
+    return f"{lo_b}{_num(lo)}, {_num(hi)}{hi_b}"
+
+
 def _check_value(key: str, value, source: str) -> None:
     """A ConfigError naming the key, the value and what is allowed, if ``value`` breaks its rule."""
     if value is None:
@@ -298,10 +310,8 @@ def _check_value(key: str, value, source: str) -> None:
     if rule is None:
         return
     if rule[0] in ("[", "(") and len(rule) == 4 and not isinstance(value, str):
-        lo_b, lo, hi, hi_b = rule
-        ok = (lo <= value if lo_b == "[" else lo < value) and (value <= hi if hi_b == "]" else value < hi)
-        if not ok:
-            raise ConfigError(f"{source}: {key} = {value!r} is out of range; allowed: {lo_b}{_num(lo)}, {_num(hi)}{hi_b}")
+        if not in_range(value, rule):
+            raise ConfigError(f"{source}: {key} = {value!r} is out of range; allowed: {range_text(rule)}")
     elif value not in rule:
         raise ConfigError(f"{source}: {key} = {value!r} is not allowed; choose one of {', '.join(map(str, rule))}")
 

@@ -48,10 +48,6 @@ def _read_as(path: Path, classes: tuple[str, ...] | None, target: tuple[str, ...
     return pts
 
 
-def _empty(classes: tuple[str, ...]) -> Points:
-    return Points.empty(classes)
-
-
 def dataset(
     root: str | Path,
     split: str | None = None,
@@ -112,7 +108,7 @@ def dataset(
     items = []
     for img, ann in pairs:
         if ann is None:
-            items.append(Item(img.stem, img, img, functools.partial(_empty, target)))
+            items.append(Item(img.stem, img, img, functools.partial(Points.empty, target)))
         else:
             items.append(Item(img.stem, img, ann, functools.partial(_read_as, ann, given, target)))
     return PointDataset(items, target, name=f"folder/{root.name}", drop_outside=drop_outside)
