@@ -39,6 +39,7 @@ from sparsecell.datasets.bcdata import folds as bcdata_folds  # noqa: E402
 from sparsecell.evidence import (  # noqa: E402
     METHODS,
     default_pairs,
+    overrides,
     energy_figure_for,
     energy_separation,
     environment,
@@ -66,9 +67,10 @@ def folder(ds: str) -> str:
     return DATASETS[ds].get("folder", ds)
 
 
-def run_one(args, ds: str, method: str, keep: float, seed: int, fold: int | None, split_ids, work: Path) -> dict:
+def run_one(args, ds: str, method: str, keep: float, seed: int, fold: int | None, split_ids, work: Path,
+            sparsity: str = "random") -> dict:  # fmt: skip
     spec = DATASETS[ds]
-    name = f"{ds}_k{keep}_s{seed}" + (f"_f{fold}" if fold is not None else "") + f"_{method}"
+    name = f"{ds}_{sparsity}_k{keep}_s{seed}" + (f"_f{fold}" if fold is not None else "") + f"_{method}"
     out = work / name
     if out.exists():
         shutil.rmtree(out)
@@ -79,7 +81,8 @@ def run_one(args, ds: str, method: str, keep: float, seed: int, fold: int | None
         f"train.val_every={args.val_every}", f"eval.radius={spec['radius']}", f"train.seed={seed}",
         f"train.out_dir={out}", "train.progress_bar=false", f"train.num_workers={args.num_workers}",
         f"train.precision={args.precision}", f"train.accelerator={'gpu' if args.device.startswith('cuda') else 'cpu'}",
-    ] + METHODS[method]  # fmt: skip
+        f"data.sparsity={sparsity}", f"data.salient_beta={args.salient_beta}", f"data.region={args.region}",
+    ] + overrides(method, keep)  # fmt: skip
     if folder(ds) == "crchisto":
         mode = spec.get("mode", "detection")
         ov += ["data.source=crchisto", f"data.mode={mode}", "data.train_split=train", "data.val_split=validation"]
@@ -100,7 +103,8 @@ def run_one(args, ds: str, method: str, keep: float, seed: int, fold: int | None
     ev = evaluate(det, test).as_dict()
     a = ev["all"]
     row = {
-        "dataset": ds, "method": method, "role": role(method), "keep": keep, "seed": seed,
+        "dataset": ds, "method": method, "role": role(method), "keep": keep, "sparsity": sparsity, "seed": seed,
+        "keep_estimate": r.keep_estimate,
         "f1": a["f1"], "f1_per_image": a["f1_per_image"], "precision": a["precision"], "recall": a["recall"],
         "threshold": det.threshold, "f1_at_0.7": ev["f1_at"]["0.7"], "f1_at_0.5": ev["f1_at"]["0.5"], "ap": ev["ap"],
         "radius_px": spec["radius"], "val_f1": r.val_f1, "val_curve": val_curve(out),
@@ -108,6 +112,10 @@ def run_one(args, ds: str, method: str, keep: float, seed: int, fold: int | None
     }  # fmt: skip
     if fold is not None:
         row["fold"] = fold
+    if det.config.loss.name == "pu_pseudo":  # the pseudo-label rounds: (epoch, count) and (epoch, threshold)
+        row["pseudo_labels"] = val_curve(out, "pseudo_labels")
+        row["pseudo_threshold"] = val_curve(out, "pseudo_threshold")
+        row["clicks"] = sum(len(p) for p in sparse_points(load_samples(cfg)[0], cfg.data))
     if len(det.classes) > 1:
         row["per_class_f1"] = {c: ev[c]["f1"] for c in det.classes}
     if spec["extra_radius"]:
@@ -141,6 +149,10 @@ def main() -> None:
     ap.add_argument("--all-folds", dest="fold_per_seed", action="store_false",
                     help="BCData: run every fold for every seed instead (k times the trainings); "
                          "the same as --no-fold-per-seed")
+    ap.add_argument("--sparsity", nargs="+", default=["random"], choices=["random", "salient", "region"],
+                    help="how the simulated annotator clicks (sparsecell.targets.sparsify)")
+    ap.add_argument("--salient-beta", type=float, default=2.0, help="salient clicking's beta")
+    ap.add_argument("--region", type=int, default=128, help="region clicking's square side, px")
     ap.add_argument("--model", default="vig_cpu")
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--crop", type=int, default=128)
@@ -193,7 +205,7 @@ def main() -> None:
             plan = [(f, folds[f]) for f in folds_used]
             if args.fold_per_seed:
                 folds = bcdata_folds(ids, max(len(args.seeds), args.folds))
-        for keep in args.keeps:
+        for sparsity, keep in [(sp, k) for k in args.keeps for sp in (["random"] if k >= 1.0 else args.sparsity)]:
             for seed in args.seeds:
                 seed_plan = [(args.seeds.index(seed), folds[args.seeds.index(seed)])] if (ds == "bcdata" and args.fold_per_seed) else plan
                 for fold, split in seed_plan:
@@ -205,9 +217,10 @@ def main() -> None:
                             _write(args, rows, started)
                             print(summarise(rows))
                             return
-                        row = run_one(args, ds, m, keep, seed, fold, split, args.work)
+                        row = run_one(args, ds, m, keep, seed, fold, split, args.work, sparsity)
                         rows.append(row)
-                        print(f"[{time.time() - started:6.0f} s] {ds} keep {keep} seed {seed}"
+                        est = f" keep est {row['keep_estimate']:.3f}" if row.get("keep_estimate") is not None else ""
+                        print(f"[{time.time() - started:6.0f} s] {ds} {sparsity} keep {keep} seed {seed}{est}"
                               f"{'' if fold is None else f' fold {fold}'} {m:15s} F1 {row['f1']:.3f} "
                               f"(P {row['precision']:.3f} R {row['recall']:.3f} thr {row['threshold']:g}) "
                               f"AP {row['ap']:.3f} F1@0.7 {row['f1_at_0.7']:.3f}", flush=True)  # fmt: skip

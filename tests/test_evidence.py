@@ -141,10 +141,10 @@ def test_analysis_ratio_to_full_ce_and_sfl_share():
                   energy_background_mean=0.8, **c) for s, (a, c) in enumerate(zip([0.9, 0.7], curves))]  # fmt: skip
     md = ev.analysis(rows)
     assert "**crchisto**: test F1 / ce's at keep 1.0 (0.800)" in md
-    assert "| pu | 0.25 | 0.81 | 0.550 | - | - | - |" in md  # 0.65 / 0.8
+    assert "| pu | 0.25 | 0.81 | 0.550 | - | - | - | - |" in md  # 0.65 / 0.8
     first = np.mean([lam2 * 2.0 / 0.5, lam2 * 4.0 / 1.0])
     last = np.mean([lam2 * 1.0 / 0.1, lam2 * 3.0 / 0.2])
-    assert f"| sel | 0.25 | 0.50 | 0.300 | 0.80 | 0.10 / 0.80 | {first:.2f} / {last:.2f} |" in md
+    assert f"| sel | 0.25 | 0.50 | 0.300 | - | 0.80 | 0.10 / 0.80 | {first:.2f} / {last:.2f} |" in md
     assert first != last
     # keep 1.0 rows are the reference, not rows of the table
     assert "| ce | 1.0 |" not in md

@@ -10,7 +10,7 @@ from sparsecell.losses.functional import semantic_energy, stretched_feature_loss
 
 
 def make_loss(name, **settings):
-    return build_loss(LossConfig(name=name, **settings), DataConfig())
+    return build_loss(LossConfig(name=name, **settings), DataConfig(), keep_estimate=0.25)
 
 
 def _inputs(B, C, h, w, D=6, s=4, pattern="random", seed=0):
@@ -227,14 +227,18 @@ def test_every_named_loss_has_a_class_and_a_role():
     assert all(ROLES[n] in ("baseline", "ours") for n in ROLES)
 
 
-def test_pu_keep_follows_the_simulated_share_then_the_users_then_the_fallback():
-    from sparsecell.losses import FALLBACK_KEEP, annotated_share
+def test_pu_keep_is_the_users_then_the_estimate_then_the_fallback_never_the_simulated_share():
+    from sparsecell.losses import FALLBACK_KEEP, annotated_share, needs_share
 
-    assert annotated_share(LossConfig(name="pu"), DataConfig(keep=0.1)) == 0.1
-    assert annotated_share(LossConfig(name="pu", pu_keep=0.3), DataConfig(keep=0.1)) == 0.3
-    with pytest.warns(UserWarning, match="assuming 25%"):
-        assert annotated_share(LossConfig(name="pu"), DataConfig(already_sparse=True)) == FALLBACK_KEEP
-    assert build_loss(LossConfig(name="pu"), DataConfig(keep=0.1)).keep == 0.1
+    assert annotated_share(LossConfig(name="pu", pu_keep=0.3), DataConfig(keep=0.1), estimate=0.2) == 0.3
+    assert annotated_share(LossConfig(name="pu"), DataConfig(keep=0.1), estimate=0.2) == 0.2
+    assert annotated_share(LossConfig(name="pu", pu_keep="auto"), DataConfig(keep=0.1), estimate=0.2) == 0.2
+    with pytest.warns(UserWarning, match="assuming 25%"):  # nothing to estimate from: the fallback, not data.keep
+        assert annotated_share(LossConfig(name="pu"), DataConfig(keep=0.1)) == FALLBACK_KEEP
+    assert build_loss(LossConfig(name="pu"), DataConfig(keep=0.1), keep_estimate=0.15).keep == 0.15
+    assert needs_share(LossConfig(name="pu")) and needs_share(LossConfig(name="pu_pseudo"))
+    assert not needs_share(LossConfig(name="pu", pu_keep=0.3)) and not needs_share(LossConfig(name="pu", pu_prior=0.1))
+    assert not needs_share(LossConfig(name="ce"))
 
 
 def test_pu_risk_unlabelled_weights():
@@ -293,3 +297,90 @@ def test_sel_is_the_papers_single_energy_and_sel_pc_the_per_class_one():
     assert abs(per_class.item() - ours.item()) > 1e-4  # they differ with several classes
     one = _inputs(2, 1, 4, 4)
     assert make_loss("sel")(*one)["loss"].item() == make_loss("sel_pc")(*one)["loss"].item()
+
+
+# --- regions known to the loss, pseudo-labels, the censoring form -------------------------
+def _pu_inputs(seed=0, B=2, C=1, H=16, W=16):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(B, C + 1, H, W, generator=g, requires_grad=True)
+    target = torch.zeros(B, C + 1, H, W)
+    target[:, 0] = 1.0
+    target[:, 0, 4:7, 4:7] = 0.0  # one clicked cell per image
+    target[:, 1, 4:7, 4:7] = 1.0
+    return logits, target
+
+
+def test_pu_risk_inside_a_known_region_is_plain_cross_entropy():
+    from sparsecell.losses.functional import pu_risk
+
+    logits, target = _pu_inputs()
+    everywhere = torch.ones(2, 16, 16)
+    ce = -(target * torch.log_softmax(logits, 1).clamp_min(math.log(1e-10))).sum(1).mean()
+    assert torch.allclose(pu_risk(logits, target, keep=0.25, known=everywhere), ce)
+    # half the image known: the mix a * CE(known) + (1 - a) * PU(rest), the prior from inside the region
+    half = torch.zeros(2, 16, 16)
+    half[:, :, :8] = 1.0
+    mixed = pu_risk(logits, target, keep=0.25, known=half)
+    prior = float((1 - target[:, 0])[:, :, :8].mean())
+    rest = pu_risk(logits, target, prior=prior, unl_weight=1 - half)
+    ce_in = (-(target * torch.log_softmax(logits, 1).clamp_min(math.log(1e-10))).sum(1) * half).sum() / half.sum()
+    assert torch.allclose(mixed, 0.5 * ce_in + 0.5 * rest)
+
+
+def test_pu_risk_extra_positives_leave_the_unlabelled_set_but_not_the_prior():
+    from sparsecell.losses.functional import pu_risk
+
+    logits, target = _pu_inputs(1)
+    none = torch.zeros_like(target)
+    none[:, 0] = 1.0
+    # no pseudo-labels: the same risk as without them
+    assert torch.allclose(pu_risk(logits, target, keep=0.25, positive=none), pu_risk(logits, target, keep=0.25))
+    extra = none.clone()
+    extra[:, 0, 10:13, 10:13] = 0.0
+    extra[:, 1, 10:13, 10:13] = 1.0
+    merged = target.clone()
+    merged[:, :, 10:13, 10:13] = extra[:, :, 10:13, 10:13]
+    prior = float((1 - target[:, 0]).mean() / 0.25)  # from the clicks alone
+    assert torch.allclose(pu_risk(logits, target, keep=0.25, positive=extra), pu_risk(logits, merged, prior=prior))
+
+
+def test_pu_risk_censoring_form():
+    from sparsecell.losses.functional import _log_probs, pu_risk
+
+    logits, target = _pu_inputs(2)
+    logp = _log_probs(logits)
+    wpos = 1 - target[:, 0]
+    pi, pi_l = 0.2, float(wpos.mean())
+    r_p = (wpos * -logp[:, 1]).sum() / wpos.sum()
+    r_pn = (wpos * -logp[:, 0]).sum() / wpos.sum()
+    r_u = ((1 - wpos) * -logp[:, 0]).sum() / (1 - wpos).sum()
+    want = pi * r_p + torch.clamp((1 - pi_l) * r_u - (pi - pi_l) * r_pn, min=0.0)
+    assert torch.allclose(pu_risk(logits, target, prior=pi, censoring=True), want)
+
+
+def test_ce_with_known_regions_trains_no_background_outside_them():
+    logits, emb, target, lab = _inputs(2, 1, 4, 4, s=4)
+    known = torch.zeros(2, 16, 16)
+    known[:, :8] = 1.0
+    got = make_loss("ce", lambda1=1.0)(logits, emb, target, lab, known=known)["loss"]
+    w = torch.ones_like(target)
+    w[:, 0] = known
+    assert torch.allclose(got, weighted_cross_entropy(logits, target, w))
+    # const: 1 inside, its own weights outside
+    c = make_loss("const", lambda1=1.0)
+    E = c.weights(emb, lab, (16, 16), None, None)
+    k = known.unsqueeze(1)
+    assert torch.allclose(c(logits, emb, target, lab, known=known)["loss"], weighted_cross_entropy(logits, target, k + (1 - k) * E))
+
+
+def test_pu_pseudo_uses_the_pseudo_target_and_the_censoring_form():
+    from sparsecell.losses.functional import pu_risk
+
+    logits, target = _pu_inputs(3)
+    pseudo = torch.zeros_like(target)
+    pseudo[:, 0] = 1.0
+    pseudo[:, 0, 10:13, 10:13], pseudo[:, 1, 10:13, 10:13] = 0.0, 1.0
+    loss = make_loss("pu_pseudo", lambda1=1.0)
+    out = loss(logits, None, target, None, pseudo=pseudo)
+    assert torch.allclose(out["loss"], pu_risk(logits, target, keep=0.25, positive=pseudo, censoring=True))
+    assert out["pseudo_share"] > 0

@@ -148,7 +148,7 @@ def _dataset(H=100, W=120, n_points=30, crop=32, stride=16, sigma=2.0, **kw):
 def test_crop_dataset_shapes_and_types():
     _, _, ds = _dataset(crops_per_image=3)
     assert len(ds) == 3
-    x, target, labelled = ds[1]
+    x, target, labelled, _ = ds[1]
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32
     assert target.shape == (3, 32, 32) and target.dtype == torch.float32
     assert labelled.shape == (2, 2, 2) and labelled.dtype == torch.bool
@@ -172,7 +172,10 @@ def test_crop_dataset_reproducible_per_seed_epoch_index():
     _, _, ds1 = _dataset(seed=11)
     _, _, ds2 = _dataset(seed=11)
     for i in range(len(ds1)):
-        for a, b in zip(ds1[i], ds2[i]):
+        *tensors, extras = ds1[i]
+        *tensors2, extras2 = ds2[i]
+        assert extras == extras2 == {}
+        for a, b in zip(tensors, tensors2):
             assert torch.equal(a, b)
     before = [ds1[i][0] for i in range(len(ds1))]
     ds1.set_epoch(1)
@@ -192,7 +195,7 @@ def test_crop_dataset_target_peaks_at_the_crop_points(augmented):
                             flips=augmented, rot90=augmented, colour_jitter=0.0)  # fmt: skip
     total = 0
     for i in range(len(ds)):
-        x, target, labelled = ds[i]
+        x, target, labelled, _ = ds[i]
         crop = decode(x)
         r0, c0 = int(crop[0, 0, 0]), int(crop[0, 0, 1])
         if not augmented:  # an exact window of the image
@@ -223,7 +226,7 @@ def test_crop_dataset_pads_small_images(H, W):
     pts = Points(np.array([[W - 1, H - 1], [0, 0]], float), [0, 1], CLASSES)
     ds = CropDataset([img], [pts], crop=32, stride=16, sigma=2.0, flips=False, rot90=False, crops_per_image=2)
     for i in range(len(ds)):
-        x, target, labelled = ds[i]
+        x, target, labelled, _ = ds[i]
         assert x.shape == (3, 32, 32) and target.shape == (3, 32, 32) and labelled.shape == (2, 2, 2)
         crop = decode(x)
         if H <= 32 and W <= 32:

@@ -31,6 +31,7 @@ class Checkpoint:
     threshold: float
     epoch: int
     global_step: int
+    keep_estimate: float | None = None  # the share of annotated cells training estimated (PU-based losses)
 
     def model_state(self) -> dict:
         """The detector's weights (the ``model.`` entries, prefix removed)."""
@@ -80,4 +81,5 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     thr = state.get("threshold")
     thr = float(thr) if thr is not None else (cfg.eval.threshold if cfg.eval.threshold is not None else UNSET_THRESHOLD)
     return Checkpoint(path, cfg, tuple(hp["classes"]), state, round(thr, THRESHOLD_DECIMALS),
-                      int(ckpt.get("epoch", -1)), int(ckpt.get("global_step", -1)))  # fmt: skip
+                      int(ckpt.get("epoch", -1)), int(ckpt.get("global_step", -1)),
+                      hp.get("keep_estimate") if isinstance(hp.get("keep_estimate"), float) else None)  # fmt: skip

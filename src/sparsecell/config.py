@@ -37,7 +37,10 @@ class DataConfig:
     keep: float = 0.25  # simulated sparsity: fraction of training points kept
     sparse_seed: int = 0
     per_class: bool = False
-    region: int | None = None  # keep whole regions of this side instead of single cells
+    sparsity: str = "random"  # simulated clicking: random | salient | region (see targets.sparsify)
+    salient_beta: float = 2.0  # salient: click chance proportional to exp(beta * z), z the standardised darkness
+    region: int | None = None  # region: the side of the square regions, px (None: 128); setting it alone means region
+    regions_known: bool = True  # region: the loss is told where the annotated regions are (as a QuPath region is)
     already_sparse: bool = False  # the labels are sparse already: keep them all
     sigma: float = 3.0  # Gaussian target width, px
     crop: int = 256  # training crop side, px (a multiple of the model stride)
@@ -51,6 +54,10 @@ class DataConfig:
     synthetic_test: int = 8
     synthetic_size: int = 256
     synthetic_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.region is not None and self.sparsity == "random":  # configs before data.sparsity existed
+            self.sparsity = "region"
 
 
 @dataclass
@@ -86,9 +93,15 @@ class LossConfig:
     energy_upsample : {"bilinear", "nearest"}
     pu_prior : float, optional
         PU's prior of positive pixels; None: estimated per batch from ``pu_keep``.
-    pu_keep : float, optional
-        The share of cells that were annotated; None: the simulated ``data.keep``, or
-        :data:`sparsecell.losses.FALLBACK_KEEP` (with a warning) for data that is sparse already.
+    pu_keep : float or "auto"
+        The share of cells that were annotated. ``"auto"`` (the default; None reads the
+        same): estimated from the data, the density of clicks on the training images
+        against the density of cells on the fully annotated validation images
+        (:func:`sparsecell.losses.prior.estimate_keep`); printed and stored in the
+        checkpoint. A number given here wins over the estimate.
+    pseudo_precision, pseudo_start, pseudo_stable : for ``pu_pseudo``: the validation
+        precision the pseudo-label threshold must reach, the share of the epochs before
+        the first round, and whether a pseudo-label must be found in two rounds in a row.
     teacher_decay, teacher_warmup_steps, teacher_floor : for ``teacher``: the EMA
         decay of the teacher's weights, the steps of plain cross-entropy before its
         weight applies, and the background weight where the teacher is sure of a cell.
@@ -103,7 +116,10 @@ class LossConfig:
     const_weight: float = 0.4
     energy_upsample: str = "bilinear"
     pu_prior: float | None = None
-    pu_keep: float | None = None
+    pu_keep: float | str | None = "auto"
+    pseudo_precision: float = 0.9
+    pseudo_start: float = 0.25
+    pseudo_stable: bool = True
     teacher_decay: float = 0.99
     teacher_warmup_steps: int = 100
     teacher_floor: float = 0.0
@@ -111,6 +127,8 @@ class LossConfig:
     def __post_init__(self) -> None:
         if self.name not in ROLES:
             raise ValueError(f"unknown loss {self.name!r}; choose one of {sorted(ROLES)}")
+        if isinstance(self.pu_keep, str) and self.pu_keep != "auto":
+            raise ValueError(f"pu_keep must be a share in (0, 1] or 'auto', got {self.pu_keep!r}")
         if self.energy_upsample not in ("bilinear", "nearest"):
             raise ValueError(f"energy_upsample must be 'bilinear' or 'nearest', got {self.energy_upsample!r}")
 
@@ -232,6 +250,8 @@ RULES: dict[str, tuple] = {
     "data.mode": ("detection", "classes"),
     "data.keep": ("(", 0, 1, "]"),
     "data.sparse_seed": ("[", 0, INF, ")"),
+    "data.sparsity": ("random", "salient", "region"),
+    "data.salient_beta": ("[", 0, 100, "]"),
     "data.region": ("[", 1, INF, ")"),
     "data.sigma": ("(", 0, 100, "]"),
     "data.crop": ("[", 16, 8192, "]"),
@@ -253,6 +273,8 @@ RULES: dict[str, tuple] = {
     "loss.const_weight": ("[", 0, 1, "]"),
     "loss.pu_prior": ("(", 0, 1, ")"),
     "loss.pu_keep": ("(", 0, 1, "]"),
+    "loss.pseudo_precision": ("(", 0, 1, ")"),
+    "loss.pseudo_start": ("[", 0, 1, ")"),
     "loss.teacher_decay": ("[", 0, 1, ")"),
     "loss.teacher_warmup_steps": ("[", 0, INF, ")"),
     "loss.teacher_floor": ("[", 0, 1, "]"),
@@ -309,7 +331,9 @@ def _check_value(key: str, value, source: str) -> None:
     rule = RULES.get(key)
     if rule is None:
         return
-    if rule[0] in ("[", "(") and len(rule) == 4 and not isinstance(value, str):
+    if rule[0] in ("[", "(") and len(rule) == 4:
+        if isinstance(value, str):  # a number setting that also takes a word (loss.pu_keep: auto): its class checks it
+            return
         if not in_range(value, rule):
             raise ConfigError(f"{source}: {key} = {value!r} is out of range; allowed: {range_text(rule)}")
     elif value not in rule:

@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import ConfigError
 from .points import Points
-from .targets import sparsify
+from .targets import in_boxes, region_boxes, sparsify
 
 if TYPE_CHECKING:
     import torch
@@ -23,19 +23,32 @@ if TYPE_CHECKING:
     from .config import DataConfig
     from .datasets import Sample
 
-__all__ = ["sparse_points", "augment", "CropDataset", "to_tensor", "pad_to_multiple"]
+__all__ = ["sparse_points", "sparse_annotations", "augment", "CropDataset", "to_tensor", "pad_to_multiple"]
 
 
 def sparse_points(samples: Sequence["Sample"], data: "DataConfig") -> list[Points]:
-    """The training annotations: the full ones thinned to ``data.keep`` (per image,
-    reproducible from ``data.sparse_seed``), or all of them when already sparse."""
+    """The training annotations: the full ones thinned to ``data.keep`` as
+    ``data.sparsity`` says (per image, reproducible from ``data.sparse_seed``), or all
+    of them when already sparse."""
+    return sparse_annotations(samples, data)[0]
+
+
+def sparse_annotations(samples: Sequence["Sample"], data: "DataConfig") -> tuple[list[Points], list | None]:
+    """:func:`sparse_points` and, for region sparsity whose regions are known, the
+    annotated regions of each image (a list of (x0, y0, x1, y1) boxes; else None)."""
     if data.already_sparse or data.keep >= 1.0:
-        return [s.points for s in samples]
-    return [
-        sparsify(s.points, data.keep, seed=data.sparse_seed * 1_000_003 + i, per_class=data.per_class,
-                 region=data.region, shape=s.image.shape[:2])
-        for i, s in enumerate(samples)
-    ]  # fmt: skip
+        return [s.points for s in samples], None
+    points, regions = [], []
+    for i, s in enumerate(samples):
+        seed = data.sparse_seed * 1_000_003 + i
+        if data.sparsity == "region":
+            boxes = region_boxes(s.points, data.keep, seed, data.region or 128, s.image.shape[:2])
+            points.append(s.points.subset(in_boxes(s.points, boxes)))
+            regions.append(boxes)
+        else:
+            points.append(sparsify(s.points, data.keep, seed=seed, per_class=data.per_class, mode=data.sparsity,
+                                   image=s.image, beta=data.salient_beta, radius=data.sigma))  # fmt: skip
+    return points, (regions if data.sparsity == "region" and data.regions_known else None)
 
 
 def to_tensor(image: np.ndarray) -> "torch.Tensor":
@@ -65,7 +78,8 @@ def augment(image: np.ndarray, points: Points, rng: np.random.Generator, flips: 
     """Random flips, 90-degree rotations and stain jitter of a (H, W, 3) uint8 crop and its points.
 
     Stain jitter scales and shifts each channel's optical density by up to
-    ``colour_jitter`` (relative), a cheap stand-in for stain variation.
+    ``colour_jitter`` (relative), a cheap stand-in for stain variation. Channels after
+    the third (e.g. a mask stacked on the image) are moved with it but not jittered.
     """
     H, W = image.shape[:2]
     xy = points.xy.copy()
@@ -83,11 +97,12 @@ def augment(image: np.ndarray, points: Points, rng: np.random.Generator, flips: 
             xy = np.stack([xy[:, 1], w - 1 - xy[:, 0]], axis=1)
     image = np.ascontiguousarray(image)
     if colour_jitter > 0:
-        od = -np.log((image.astype(np.float32) + 1.0) / 256.0)
+        od = -np.log((image[..., :3].astype(np.float32) + 1.0) / 256.0)
         scale = 1.0 + rng.uniform(-colour_jitter, colour_jitter, size=3).astype(np.float32)
         shift = rng.uniform(-colour_jitter, colour_jitter, size=3).astype(np.float32) * 0.2
         od = np.clip(od * scale + shift, 0.0, None)
-        image = np.clip(256.0 * np.exp(-od) - 1.0, 0, 255).astype(np.uint8)
+        rgb = np.clip(256.0 * np.exp(-od) - 1.0, 0, 255).astype(np.uint8)
+        image = np.concatenate([rgb, image[..., 3:]], axis=-1) if image.shape[-1] > 3 else rgb
     return image, Points(xy, points.labels, points.classes)
 
 
@@ -95,15 +110,18 @@ class CropDataset:
     """Random training crops with targets, for a torch DataLoader.
 
     Item: ``(image (3, crop, crop) float normalised, target (C+1, crop, crop),
-    labelled nodes (C, crop/stride, crop/stride) bool)``. The targets come from the
-    (sparse) training points only. Each epoch draws ``crops_per_image`` crops of
-    every image; crops are reproducible from ``seed``, the epoch and the index.
+    labelled nodes (C, crop/stride, crop/stride) bool, extras)``. The targets come from
+    the (sparse) training points only. ``extras`` is a dict, empty unless
+    ``regions`` is given (``"known"``: (crop, crop) float, 1 inside an annotated
+    region) or :attr:`pseudo` is set (``"pseudo"``: the target heatmap of the
+    pseudo-labelled cells, (C+1, crop, crop)). Each epoch draws ``crops_per_image`` crops
+    of every image; crops are reproducible from ``seed``, the epoch and the index.
     Images smaller than the crop are padded by reflection (points kept).
     """
 
     def __init__(self, images: Sequence[np.ndarray], points: Sequence[Points], crop: int, stride: int, sigma: float,
                  crops_per_image: int = 4, seed: int = 0, flips: bool = True, rot90: bool = True,
-                 colour_jitter: float = 0.0):
+                 colour_jitter: float = 0.0, regions: Sequence[Sequence[tuple]] | None = None):
         if crop % stride:
             raise ConfigError(f"data.crop = {crop} is not a multiple of the model stride {stride}")
         if len(images) != len(points) or not images:
@@ -112,6 +130,9 @@ class CropDataset:
         self.crop, self.stride, self.sigma = crop, stride, sigma
         self.crops_per_image, self.seed = crops_per_image, seed
         self.flips, self.rot90, self.colour_jitter = flips, rot90, colour_jitter
+        self.regions = None if regions is None else [list(r) for r in regions]
+        #: per image, the pseudo-labelled cells (set between epochs by pseudo-labelling), or None
+        self.pseudo: list[Points] | None = None
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -129,6 +150,11 @@ class CropDataset:
         k = i % len(self.images)
         img, pts = self.images[k], self.points[k]
         H, W = img.shape[:2]
+        if self.regions is not None:  # the annotated regions travel as a 4th channel
+            known = np.zeros((H, W, 1), np.uint8)
+            for x0, y0, x1, y1 in self.regions[k]:
+                known[y0:y1, x0:x1] = 1
+            img = np.concatenate([img[..., :3], known], axis=-1)
         c = self.crop
         if H < c or W < c:
             ph, pw = max(c - H, 0), max(c - W, 0)
@@ -136,10 +162,22 @@ class CropDataset:
             H, W = img.shape[:2]
         y0, x0 = int(rng.integers(H - c + 1)), int(rng.integers(W - c + 1))
         crop = img[y0:y0 + c, x0:x0 + c]
-        near = (pts.xy[:, 0] > x0 - 4 * self.sigma - 1) & (pts.xy[:, 0] < x0 + c + 4 * self.sigma) & \
-               (pts.xy[:, 1] > y0 - 4 * self.sigma - 1) & (pts.xy[:, 1] < y0 + c + 4 * self.sigma)
+        n_click = len(pts)
+        if self.pseudo is not None:
+            extra = self.pseudo[k]
+            pts = Points(np.concatenate([pts.xy, extra.xy]), np.concatenate([pts.labels, extra.labels]), pts.classes)
+        m = 4 * self.sigma
+        near = (pts.xy[:, 0] > x0 - m - 1) & (pts.xy[:, 0] < x0 + c + m) & (pts.xy[:, 1] > y0 - m - 1) & (pts.xy[:, 1] < y0 + c + m)
         local = pts.subset(near).translate(-x0, -y0)  # points just outside still shape the target
+        clicked = np.arange(len(pts))[near] < n_click
         crop, local = augment(crop, local, rng, self.flips, self.rot90, self.colour_jitter)
+        extras = {}
+        if self.regions is not None:
+            extras["known"] = torch.from_numpy(crop[..., 3].astype(np.float32))
+            crop = crop[..., :3]
+        if self.pseudo is not None:
+            extras["pseudo"] = torch.from_numpy(gaussian_heatmap(local.subset(~clicked), (c, c), self.sigma))
+            local = local.subset(clicked)
         target = gaussian_heatmap(local, (c, c), self.sigma)
         labelled = node_labels(local, (c, c), self.stride)
-        return to_tensor(crop), torch.from_numpy(target), torch.from_numpy(labelled)
+        return to_tensor(crop), torch.from_numpy(target), torch.from_numpy(labelled), extras

@@ -28,11 +28,13 @@ if TYPE_CHECKING:
 __all__ = [
     "METHODS",
     "ROLES",
+    "overrides",
     "role",
     "auc_above",
     "energy_separation",
     "energy_figure_for",
     "val_curve",
+    "by_setting",
     "summarise",
     "analysis",
     "paired",
@@ -58,10 +60,21 @@ METHODS: dict[str, list[str]] = {
     "sel_sfl_pc": ["loss.name=sel_sfl_pc"],
     "teacher": ["loss.name=teacher"],
     "sel_pu": ["loss.name=sel_pu"],
+    # the PU prior: estimated from the data (pu, the default), or told the simulated keep (an oracle, for reference)
+    "pu_oracle": ["loss.name=pu", "loss.pu_keep={keep}"],
+    "pu_pseudo": ["loss.name=pu_pseudo"],
+    # region clicking with the annotated regions hidden from the loss (the default tells it)
+    "pu_noregions": ["loss.name=pu", "data.regions_known=false"],
+    "ce_noregions": ["loss.name=ce", "data.regions_known=false"],
 }
 
 #: Roles of the methods whose role is not their loss's (see :func:`role`).
-ROLES: dict[str, str] = {"const_0.2": "baseline", "sel_sfl_detach": "ours"}
+ROLES: dict[str, str] = {"const_0.2": "baseline", "sel_sfl_detach": "ours", "pu_oracle": "baseline"}
+
+
+def overrides(method: str, keep: float) -> list[str]:
+    """The config overrides of a named method at a keep ratio (``{keep}`` filled in)."""
+    return [o.replace("{keep}", repr(float(keep))) for o in METHODS[method]]
 
 
 def role(method: str) -> str:
@@ -163,9 +176,28 @@ def val_curve(out_dir: Path, key: str = "val_f1") -> list[list[float]]:
 # --- the rows of many trained models: tables -----------------------------------------
 
 
+def by_setting(rows: Sequence[dict]) -> list[dict]:
+    """The rows with ``dataset`` naming the setting the tables and pairs group by: the
+    data set, plus the simulated clicking when not uniform random (``"bcdata, salient"``;
+    a row without ``sparsity`` is random). Full-label rows (keep 1.0, where the clicking
+    does not matter) appear in every setting of their data set."""
+    out = []
+    for r in rows:
+        sp = r.get("sparsity") or "random"
+        if r["keep"] >= 1.0:
+            settings = sorted({x.get("sparsity") or "random" for x in rows if x["dataset"] == r["dataset"]})
+        else:
+            settings = [sp]
+        for s in settings:
+            out.append({**r, "dataset": r["dataset"] if s == "random" else f"{r['dataset']}, {s}"})
+    return out
+
+
 def summarise(rows: Sequence[dict]) -> str:
     """Markdown: mean ± std of micro F1 over seeds/folds, per data set, keep and method
-    (and a per-class table for the data sets whose rows have ``per_class_f1``)."""
+    (and a per-class table for the data sets whose rows have ``per_class_f1``); one
+    table per setting (:func:`by_setting`)."""
+    rows = by_setting(rows)
     cells = defaultdict(list)
     for r in rows:
         cells[(r["dataset"], r["method"], r["keep"])].append(r)
@@ -216,7 +248,10 @@ def analysis(rows: Sequence[dict]) -> str:
     """Markdown, per data set with keep ratios below 1: each method's test F1 as a share
     of cross-entropy's with every label, its mean validation F1 (what the default is
     chosen on), and for the SEL-based methods the energy statistics of
-    :func:`energy_separation` and SFL's share of the loss (first / last epoch)."""
+    :func:`energy_separation` and SFL's share of the loss (first / last epoch); for the
+    methods that estimate it, the estimated share of annotated cells (mean over seeds)
+    against the true ``keep``."""
+    rows = by_setting(rows)
     lines = []
     for ds in sorted({r["dataset"] for r in rows}):
         full = [r["f1"] for r in rows if r["dataset"] == ds and r["method"] == "ce" and r["keep"] >= 1.0]
@@ -226,8 +261,8 @@ def analysis(rows: Sequence[dict]) -> str:
         lines.append(f"\n**{ds}**: test F1 / ce's at keep 1.0 ({np.mean(full):.3f}); mean validation F1; energy "
                      "(SEL methods: AUC of background above missed cells, mean at missed cells / background); "
                      "SFL's share of the loss (first / last epoch)\n" if full else f"\n**{ds}**\n")  # fmt: skip
-        lines += ["| method | keep | F1 / full | val F1 | energy AUC | energy missed / bg | SFL share |",
-                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += ["| method | keep | F1 / full | val F1 | keep estimate | energy AUC | energy missed / bg | SFL share |",
+                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
         cells = defaultdict(list)
         for r in rows:
             if r["dataset"] == ds and r["keep"] < 1.0:
@@ -245,7 +280,9 @@ def analysis(rows: Sequence[dict]) -> str:
                     en = f"{np.mean([r['energy_auc'] for r in er]):.2f}"
                     gap = (f"{np.mean([r['energy_missed_mean'] for r in er]):.2f} / "
                            f"{np.mean([r['energy_background_mean'] for r in er]):.2f}")  # fmt: skip
-                lines.append(f"| {m} | {k} | {ratio} | {val} | {en} | {gap} | {_sfl_share(c)} |")
+                est = [r["keep_estimate"] for r in c if r.get("keep_estimate") is not None]
+                est = f"{np.mean(est):.3f} ({np.mean(est) / k - 1:+.0%})" if est else "-"
+                lines.append(f"| {m} | {k} | {ratio} | {val} | {est} | {en} | {gap} | {_sfl_share(c)} |")
     return "\n".join(lines)
 
 
@@ -255,9 +292,11 @@ def analysis(rows: Sequence[dict]) -> str:
 def paired(rows: Sequence[dict], a: str, b: str) -> list[dict]:
     """Paired differences of micro F1, method ``a`` - method ``b``, matched by data set,
     keep, seed and fold: one dict per (data set, keep) with ``mean_diff``, ``ci95`` (the
-    half-width of a 95% t interval; None for a single pair) and ``n``."""
+    half-width of a 95% t interval; None for a single pair) and ``n``; the settings of
+    :func:`by_setting` pair separately."""
     from scipy import stats
 
+    rows = by_setting(rows)
     idx = {(r["dataset"], r["keep"], r["seed"], r.get("fold"), r["method"]): r["f1"] for r in rows}
     out = []
     for ds, k in sorted({(r["dataset"], r["keep"]) for r in rows}):
@@ -274,7 +313,9 @@ def paired(rows: Sequence[dict], a: str, b: str) -> list[dict]:
 def default_pairs(rows: Sequence[dict]) -> list[dict]:
     """The comparisons the benchmark reports (:func:`paired` of each): every method
     against ``ce``; the SEL-based ones against ``const`` (the constant-weight control);
-    ours against ``pu`` (the peer, the strongest baseline). Only methods present in
+    ours against ``pu`` (the peer, the strongest baseline); ``pu`` (estimated prior)
+    against ``pu_oracle`` (told the truth), and the region-aware methods against their
+    blind twins (``*_noregions``). Only methods present in
     ``rows`` take part, in :data:`METHODS` order."""
     methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
     pairs = [p for m in methods if m != "ce" for p in paired(rows, m, "ce")]
@@ -282,6 +323,9 @@ def default_pairs(rows: Sequence[dict]) -> list[dict]:
         pairs += [p for m in methods if m.startswith("sel") for p in paired(rows, m, "const")]
     if "pu" in methods:
         pairs += [p for m in methods if role(m) == "ours" for p in paired(rows, m, "pu")]
+        pairs += [p for m in ("pu_oracle", "pu_noregions") if m in methods for p in paired(rows, "pu", m)]
+    if "ce_noregions" in methods:
+        pairs += paired(rows, "ce", "ce_noregions")
     return pairs
 
 
@@ -307,9 +351,10 @@ def markdown_report(rows: Sequence[dict], pairs: Sequence[dict]) -> str:
 def plot(rows: Sequence[dict], path: Path, radii: Mapping[str, float]) -> None:
     """Test micro F1 (mean ± std over seeds/folds) against the keep ratio, one panel per
     data set, one line per method (baselines dashed). ``radii``: data set -> the matching
-    radius in px, for the panel titles."""
+    radius in px, for the panel titles. One panel per setting (:func:`by_setting`)."""
     import matplotlib
 
+    rows = by_setting(rows)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -327,7 +372,7 @@ def plot(rows: Sequence[dict], path: Path, radii: Mapping[str, float]) -> None:
         ax.set_xscale("log")
         ax.set_xlabel("fraction of training points kept")
         ax.set_ylabel("test micro F1")
-        ax.set_title(f"{ds} (radius {radii[ds]:g} px)")
+        ax.set_title(f"{ds} (radius {radii[ds.split(',')[0]]:g} px)")
         ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
@@ -342,6 +387,7 @@ def plot_curves(rows: Sequence[dict], path: Path) -> None:
     budget was enough. Writes nothing when no row has a ``val_curve``."""
     import matplotlib
 
+    rows = by_setting(rows)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

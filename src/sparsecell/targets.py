@@ -12,7 +12,7 @@ import numpy as np
 
 from .points import Points
 
-__all__ = ["gaussian_heatmap", "node_labels", "sparsify"]
+__all__ = ["gaussian_heatmap", "node_labels", "conspicuity", "region_boxes", "in_boxes", "sparsify"]
 
 
 def gaussian_heatmap(points: Points, shape: tuple[int, int], sigma: float = 3.0, truncate: float = 4.0) -> np.ndarray:
@@ -81,6 +81,59 @@ def node_labels(points: Points, shape: tuple[int, int], stride: int = 32) -> np.
     return out
 
 
+def conspicuity(image: np.ndarray, points: Points, radius: float = 3.0) -> np.ndarray:
+    """How conspicuous each cell is: the mean optical density (summed over R, G, B) in a
+    box of side ``2 round(radius) + 1`` px around its point, float64 (n,).
+
+    Darker, more strongly stained nuclei (DAB brown or haematoxylin blue) score higher,
+    the ones an annotator sees first. Points outside the image score at the nearest pixel.
+    """
+    from scipy.ndimage import uniform_filter
+
+    if not len(points):
+        return np.zeros(0)
+    rgb = np.asarray(image)[..., :3].astype(np.float32)
+    od = -np.log((rgb + 1.0) / 256.0).sum(-1)  # (H, W)
+    k = 2 * int(round(radius)) + 1
+    box = uniform_filter(od, size=k, mode="nearest")
+    H, W = od.shape
+    col = np.clip(np.floor(points.xy[:, 0]).astype(np.int64), 0, W - 1)
+    row = np.clip(np.floor(points.xy[:, 1]).astype(np.int64), 0, H - 1)
+    return box[row, col].astype(np.float64)
+
+
+def region_boxes(points: Points, keep: float, seed: int, side: int, shape: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+    """The square regions (x0, y0, x1, y1) an annotator who works region by region
+    annotates: cells of a ``side`` px grid holding points, in random order, until
+    ``round(keep * n)`` points are covered (at least one region where there are points)."""
+    if side < 1:
+        raise ValueError(f"sparsify: region must be >= 1 px, got {side}")
+    H, W = int(shape[0]), int(shape[1])
+    if not len(points):
+        return []
+    cols = -(-W // side)
+    cell = (np.floor(points.xy[:, 1] / side) * cols + np.floor(points.xy[:, 0] / side)).astype(np.int64)
+    rng = np.random.default_rng(seed)
+    target = int(round(keep * len(points)))
+    covered, boxes = 0, []
+    for cid in rng.permutation(np.unique(cell)):
+        if covered >= max(target, 1):
+            break
+        covered += int((cell == cid).sum())
+        r, c = divmod(int(cid), cols)
+        boxes.append((c * side, r * side, min((c + 1) * side, W), min((r + 1) * side, H)))
+    return boxes
+
+
+def in_boxes(points: Points, boxes) -> np.ndarray:
+    """Which points lie in any of the boxes (x0, y0, x1, y1), bool (n,)."""
+    mask = np.zeros(len(points), bool)
+    x, y = points.xy[:, 0], points.xy[:, 1]
+    for x0, y0, x1, y1 in boxes:
+        mask |= (x >= x0) & (x < x1) & (y >= y0) & (y < y1)
+    return mask
+
+
 def sparsify(
     points: Points,
     keep: float = 0.25,
@@ -88,21 +141,33 @@ def sparsify(
     per_class: bool = False,
     region: int | None = None,
     shape: tuple[int, int] | None = None,
+    mode: str | None = None,
+    image: np.ndarray | None = None,
+    beta: float = 2.0,
+    radius: float = 3.0,
 ) -> Points:
-    """Simulate sparse annotation: keep a random fraction of the points.
+    """Simulate sparse annotation: keep a fraction of the points, as an annotator who
+    clicks some of the cells would.
 
     Parameters
     ----------
     keep : float in [0, 1]
-        Fraction of points kept (``round(keep * n)`` of them).
+        Fraction of points kept (``round(keep * n)`` of them; in region mode, at least).
     seed : int
         The same seed gives the same subset.
     per_class : bool
         Keep the fraction within each class separately (class balance preserved).
-    region : int, optional
-        Annotate whole square regions of this side (px) instead of single cells:
-        regions are taken in random order until ``keep`` of the points are covered;
-        the rest of the image is left blank, as annotators who skip areas do.
+    mode : {"random", "salient", "region"}
+        ``random``: every cell equally likely (default; ``region`` given means "region").
+        ``salient``: conspicuous cells first: the clicked set is drawn without
+        replacement with chance proportional to ``exp(beta * z)``, ``z`` the
+        :func:`conspicuity` standardised over the image's cells (Gumbel top-k; beta 0 is
+        random). ``region``: whole square regions of side ``region`` px
+        (:func:`region_boxes`), every cell inside, none outside.
+    image : (H, W, 3) uint8
+        The image, for ``salient``.
+    radius : float
+        The box half-side of :func:`conspicuity`, px (about a nucleus radius).
     shape : (H, W), optional
         Image size, for the region grid (default: the points' extent).
 
@@ -113,25 +178,31 @@ def sparsify(
     """
     if not 0.0 <= keep <= 1.0:
         raise ValueError(f"sparsify: keep must lie in [0, 1], got {keep}")
+    mode = mode or ("region" if region is not None else "random")
+    if mode not in ("random", "salient", "region"):
+        raise ValueError(f"sparsify: mode must be random, salient or region, got {mode!r}")
     n = len(points)
     if n == 0 or keep >= 1.0:
         return points
+    if mode == "region":
+        if shape is None:
+            shape = (int(points.xy[:, 1].max()) + 1, int(points.xy[:, 0].max()) + 1)
+        return points.subset(in_boxes(points, region_boxes(points, keep, seed, region or 128, shape)))
     rng = np.random.default_rng(seed)
+    score = np.zeros(n)
+    if mode == "salient":
+        if image is None:
+            raise ValueError("sparsify: salient sparsity needs the image")
+        z = conspicuity(image, points, radius)
+        z = (z - z.mean()) / (z.std() + 1e-12)
+        score = beta * z
     mask = np.zeros(n, bool)
-    if region is not None:
-        if region < 1:
-            raise ValueError(f"sparsify: region must be >= 1 px, got {region}")
-        W = shape[1] if shape else int(points.xy[:, 0].max()) + 1
-        cols = -(-int(W) // region)
-        cell = (np.floor(points.xy[:, 1] / region) * cols + np.floor(points.xy[:, 0] / region)).astype(np.int64)
-        target = int(round(keep * n))
-        for cid in rng.permutation(np.unique(cell)):
-            if mask.sum() >= target:
-                break
-            mask |= cell == cid
-        return points.subset(mask)
     groups = [np.flatnonzero(points.labels == c) for c in range(points.num_classes)] if per_class else [np.arange(n)]
     for idx in groups:
         k = int(round(keep * len(idx)))
-        mask[rng.choice(idx, size=k, replace=False)] = True
+        if mode == "random":
+            mask[rng.choice(idx, size=k, replace=False)] = True
+        else:  # Gumbel top-k: k draws without replacement, each with chance proportional to exp(score)
+            key = score[idx] + rng.gumbel(size=len(idx))
+            mask[idx[np.argsort(-key, kind="stable")[:k]]] = True
     return points.subset(mask)

@@ -18,11 +18,12 @@ import lightning as L
 import torch
 
 from .config import Config
-from .data import CropDataset, sparse_points, to_tensor
+from .data import CropDataset, sparse_annotations, to_tensor
 from .datasets import Sample, load_samples
 from .errors import ConfigError, TrainingError
 from .inference import find_peaks, predict_heatmap
-from .losses import build_loss
+from .losses import build_loss, needs_share
+from .losses.prior import KeepEstimate, estimate_keep
 from .metrics import PAPER_THRESHOLD, THRESHOLD_GRID, UNSET_THRESHOLD, threshold_sweep
 from .models import build_model
 from .points import Points
@@ -47,13 +48,14 @@ class _ValImages(torch.utils.data.Dataset):
 class PointDataModule(L.LightningDataModule):
     """Training crops of the sparse annotations; full validation images (batch 1)."""
 
-    def __init__(self, cfg: Config, stride: int, train: list[Sample], val: list[Sample], train_points: list[Points]):
+    def __init__(self, cfg: Config, stride: int, train: list[Sample], val: list[Sample], train_points: list[Points],
+                 regions: list | None = None):  # fmt: skip
         super().__init__()
         self.cfg, self.stride = cfg, stride
         d = cfg.data
         self.crops = CropDataset(
             [s.image for s in train], train_points, d.crop, stride, d.sigma, d.crops_per_image,
-            seed=cfg.train.seed, flips=d.flips, rot90=d.rot90, colour_jitter=d.colour_jitter,
+            seed=cfg.train.seed, flips=d.flips, rot90=d.rot90, colour_jitter=d.colour_jitter, regions=regions,
         )  # fmt: skip
         self.val = val
 
@@ -78,15 +80,27 @@ class SparseCellModule(L.LightningModule):
     :data:`~sparsecell.metrics.THRESHOLD_GRID` (or the fixed ``eval.threshold``) is
     kept in the buffer ``threshold`` (saved in every checkpoint) and logged as
     ``val_threshold``.
+
+    ``keep_estimate``: the share of annotated cells estimated from the data (for
+    PU-based losses; stored in the checkpoint). ``n_train``: the number of training
+    images, for a loss that pseudo-labels them (:mod:`sparsecell.pseudo`).
     """
 
-    def __init__(self, config: dict, classes: Sequence[str], val_points: Sequence[Points] | None = None):
+    def __init__(self, config: dict, classes: Sequence[str], val_points: Sequence[Points] | None = None,
+                 keep_estimate: float | None = None, n_train: int = 0):  # fmt: skip
         super().__init__()
-        self.save_hyperparameters({"config": config, "classes": list(classes)})
+        self.save_hyperparameters({"config": config, "classes": list(classes), "keep_estimate": keep_estimate})
         self.cfg = Config.from_dict(config)
         self.classes = tuple(classes)
         self.model = build_model(self.cfg.model.size, len(self.classes), **self.cfg.model.overrides())
-        self.loss_fn = build_loss(self.cfg.loss, self.cfg.data)
+        self.loss_fn = build_loss(self.cfg.loss, self.cfg.data, keep_estimate)
+        self.pseudo = None
+        if self.loss_fn.pseudo_labels:
+            from .pseudo import PseudoLabeller
+
+            e, lo = self.cfg.eval, self.cfg.loss
+            self.pseudo = PseudoLabeller(n_train, self.classes, lo.pseudo_precision, lo.pseudo_stable, e.min_distance,
+                                         e.radius, e.peak_mode)  # fmt: skip
         self.loss_fn.bind(self.model)
         fixed = self.cfg.eval.threshold
         self.register_buffer("threshold", torch.tensor(float(UNSET_THRESHOLD if fixed is None else fixed)))
@@ -99,9 +113,10 @@ class SparseCellModule(L.LightningModule):
         return self.model(x)
 
     def training_step(self, batch, batch_idx):
-        x, target, labelled = batch
+        x, target, labelled, extras = batch
         out = self.model(x)
-        parts = self.loss_fn(out.logits, out.embedding, target, labelled, step=self.global_step, images=x)
+        parts = self.loss_fn(out.logits, out.embedding, target, labelled, step=self.global_step, images=x,
+                             known=extras.get("known"), pseudo=extras.get("pseudo"))  # fmt: skip
         bad = (~torch.isfinite(parts["loss"].detach())).float()
         if self.trainer.world_size > 1:  # every rank stops together, none waits for the others forever
             bad = self.trainer.strategy.reduce(bad, reduce_op="sum")
@@ -144,6 +159,35 @@ class SparseCellModule(L.LightningModule):
         self.log("val_threshold", thr, sync_dist=False)
         if PAPER_THRESHOLD in sweep.thresholds:
             self.log(f"val_f1_at_{PAPER_THRESHOLD:g}", sweep.f1_at(PAPER_THRESHOLD), sync_dist=False)
+        if self.pseudo is not None:
+            self._pseudo_round(sweep)
+
+    def _pseudo_round(self, sweep) -> None:
+        """A round of pseudo-labelling once ``loss.pseudo_start`` of the epochs have passed."""
+        if self.trainer.sanity_checking or self.current_epoch + 1 < self.cfg.loss.pseudo_start * self.cfg.train.epochs:
+            return
+        dm = self.trainer.datamodule
+        if dm is None:
+            return
+        with torch.inference_mode(False), torch.no_grad():
+            stats = self.pseudo.round(self.model, dm.crops.images, dm.crops.points, sweep, self.current_epoch)
+        if stats is not None:
+            dm.crops.pseudo = self.pseudo.labels
+            self.log("pseudo_threshold", stats.threshold, sync_dist=False)
+            self.log("pseudo_labels", float(stats.labels), sync_dist=False)
+
+    def on_train_start(self) -> None:
+        dm = self.trainer.datamodule
+        if self.pseudo is not None and self.pseudo.history and dm is not None:  # resumed: the labels so far
+            dm.crops.pseudo = self.pseudo.labels
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.pseudo is not None:
+            checkpoint["pseudo_labels"] = self.pseudo.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.pseudo is not None and "pseudo_labels" in checkpoint:
+            self.pseudo.load_state_dict(checkpoint["pseudo_labels"])
 
     def configure_optimizers(self):
         t = self.cfg.train
@@ -163,6 +207,7 @@ class TrainResult:
     val_f1: float
     threshold: float
     out_dir: Path
+    keep_estimate: float | None = None  # the estimated share of annotated cells (None: not estimated)
 
 
 class _EpochSeed(L.Callback):
@@ -297,18 +342,30 @@ def train(cfg: Config, resume: str | Path | None = None, quiet: bool = False, ca
     _check_device(t)
     L.seed_everything(t.seed, workers=True, verbose=False)
     train_s, val_s, classes = load_samples(cfg)
+    train_points, regions = sparse_annotations(train_s, cfg.data)
+    estimate = _keep_estimate(train_s, train_points, val_s) if needs_share(cfg.loss) else None
     try:
-        module = SparseCellModule(cfg.to_dict(), classes, [s.points for s in val_s])
+        module = SparseCellModule(cfg.to_dict(), classes, [s.points for s in val_s], estimate.share if estimate else None,
+                                  n_train=len(train_s))  # fmt: skip
     except ValueError as e:  # a model setting its size does not take, or out of its range
         raise ConfigError(f"model: {e}") from None
-    dm = PointDataModule(cfg, module.model.stride, train_s, val_s, sparse_points(train_s, cfg.data))
+    dm = PointDataModule(cfg, module.model.stride, train_s, val_s, train_points, regions)
     if not quiet and os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("RANK", "0") == "0":
         n_par = sum(p.numel() for p in module.model.parameters())
         print(f"sparsecell train: {len(train_s)} training / {len(val_s)} validation images ({len(classes)} classes), "
               f"model {cfg.model.size} ({n_par / 1e6:.2f} M parameters), loss {cfg.loss.name}, {t.epochs} epochs "
               f"-> {out}", flush=True)  # fmt: skip
+        if estimate is not None:
+            print(f"sparsecell train: {estimate.text()}", flush=True)
     with _quiet_lightning():
-        return _fit(cfg, module, dm, out, ckpt_dir, resume, quiet, callbacks)
+        result = _fit(cfg, module, dm, out, ckpt_dir, resume, quiet, callbacks)
+    return dataclasses.replace(result, keep_estimate=estimate.share if estimate else None)
+
+
+def _keep_estimate(train_s: Sequence[Sample], train_points: Sequence[Points], val_s: Sequence[Sample]) -> KeepEstimate | None:
+    """The share of annotated cells, from click and cell densities (:func:`estimate_keep`)."""
+    return estimate_keep([len(p) for p in train_points], [s.image.shape[0] * s.image.shape[1] for s in train_s],
+                         [len(s.points) for s in val_s], [s.image.shape[0] * s.image.shape[1] for s in val_s])  # fmt: skip
 
 
 def _trainer(t, callbacks, out: Path, dm, quiet: bool) -> L.Trainer:

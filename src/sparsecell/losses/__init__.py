@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from ..config import DataConfig, LossConfig
     from .methods import SparseLoss
 
-__all__ = ["ROLES", "DEFAULT_LOSS", "FALLBACK_KEEP", "build_loss", "annotated_share"]
+__all__ = ["ROLES", "PU_LOSSES", "DEFAULT_LOSS", "FALLBACK_KEEP", "build_loss", "annotated_share", "needs_share"]
 
 #: The losses by name, and whether each is a baseline or one of ours (the paper's
 #: method counts as ours: it is what this project implements).
@@ -55,7 +55,11 @@ ROLES = {
     "sel_sfl_pc": "ours",
     "sel_pu": "ours",
     "teacher": "ours",
+    "pu_pseudo": "ours",
 }
+
+#: The losses built on the PU risk (they need the share of annotated cells or a prior).
+PU_LOSSES = ("pu", "sel_pu", "pu_pseudo")
 
 #: sparsecell's default sparse method: the one with the best mean validation F1 in
 #: the 3-seed evidence run on CRCHisto and BCData (see the README); the paper's
@@ -67,22 +71,30 @@ DEFAULT_LOSS = "pu"
 FALLBACK_KEEP = 0.25
 
 
-def annotated_share(loss: "LossConfig", data: "DataConfig") -> float:
+def annotated_share(loss: "LossConfig", data: "DataConfig", estimate: float | None = None) -> float:
     """The share of cells that were annotated, as PU-based losses need it: the user's
-    ``loss.pu_keep``; else the simulated ``data.keep``; else (data sparse already)
-    :data:`FALLBACK_KEEP`, with a warning."""
-    if loss.pu_keep is not None:
+    ``loss.pu_keep`` if a number; else (``"auto"``) the ``estimate`` from the data
+    (:func:`sparsecell.losses.prior.estimate_keep`, made by training); else
+    :data:`FALLBACK_KEEP`, with a warning. The simulated ``data.keep`` is never read:
+    a real user does not know it."""
+    if loss.pu_keep not in (None, "auto"):
         return float(loss.pu_keep)
-    if data.already_sparse:
-        warnings.warn(f"loss {loss.name}: assuming {FALLBACK_KEEP:.0%} of the cells are annotated; "
-                      "set loss.pu_keep to your estimate")  # fmt: skip
-        return FALLBACK_KEEP
-    return float(data.keep)  # the simulated sparsity
+    if estimate is not None:
+        return float(estimate)
+    warnings.warn(f"loss {loss.name}: no completely annotated validation images to estimate the share of annotated "
+                  f"cells from; assuming {FALLBACK_KEEP:.0%}; set loss.pu_keep to your estimate")  # fmt: skip
+    return FALLBACK_KEEP
 
 
-def build_loss(loss: "LossConfig", data: "DataConfig") -> "SparseLoss":
+def needs_share(loss: "LossConfig") -> bool:
+    """Whether the loss needs the annotated share and must estimate it (PU-based, no prior and no share given)."""
+    return loss.name in PU_LOSSES and loss.pu_prior is None and loss.pu_keep in (None, "auto")
+
+
+def build_loss(loss: "LossConfig", data: "DataConfig", keep_estimate: float | None = None) -> "SparseLoss":
     """The loss ``loss.name`` with its settings; ``data`` gives what a loss needs of
-    the training data (the annotated share for PU, the cell size for the teacher)."""
+    the training data (the cell size for the teacher); ``keep_estimate`` the estimated
+    share of annotated cells, for PU-based losses."""
     from .methods import LOSS_CLASSES
 
-    return LOSS_CLASSES[loss.name](loss, data)
+    return LOSS_CLASSES[loss.name](loss, data, keep_estimate)

@@ -146,6 +146,9 @@ def pu_risk(
     prior: float | None = None,
     keep: float | None = None,
     unl_weight: torch.Tensor | None = None,
+    known: torch.Tensor | None = None,
+    positive: torch.Tensor | None = None,
+    censoring: bool = False,
 ) -> torch.Tensor:
     """Non-negative positive-unlabelled risk on pixels (nnPU, Kiryo et al., NeurIPS
     2017), as used for cell detection with incomplete annotations by Zhao et al.,
@@ -165,11 +168,41 @@ def pu_risk(
     ``unl_weight`` (B, H, W), if given, weights each unlabelled pixel within
     ``R_u`` (a weighted mean: its normaliser is detached, so gradients reach the
     weights only through the loss values they multiply).
+
+    ``known`` (B, H, W), 1 inside regions annotated completely (0 elsewhere): there an
+    unclicked pixel is background, so those pixels get plain cross-entropy and leave
+    the unlabelled set (the clicked cells stay the sample of positives); with ``a`` their share of the batch's pixels the risk is
+    ``a * CE(known) + (1 - a) * R``, and the prior is the positive share inside them
+    (no ``keep`` needed) when they cover at least 1% of the batch.
+
+    ``positive`` (B, C+1, H, W), if given, is a target of further positives (e.g.
+    pseudo-labels) that join the annotated ones in ``R_p`` and leave the unlabelled
+    set; the prior still comes from the annotated ``target`` alone.
+
+    ``censoring=True``: the unlabelled set is what is left of the image once the
+    labelled positives are taken out (not a fresh sample of it), so it holds positives
+    at the share ``pi - pi_l`` of all pixels, ``pi_l`` the labelled positives' share::
+
+        R = pi * R_p(l+) + max(0, (1 - pi_l) * R_u(l-) - max(pi - pi_l, 0) * R_p(l-))
+
+    which matters once many positives are labelled (pseudo-labels); the default is
+    nnPU's case-control form above.
     """
     logp = _log_probs(logits)
     t = target.float()
-    wpos = (1.0 - t[:, 0]).clamp(0.0, 1.0)  # (B, H, W)
+    wpos = (1.0 - t[:, 0]).clamp(0.0, 1.0)  # (B, H, W), the annotated cells
+    wclick = wpos
+    if positive is not None:
+        p = positive.float()
+        wextra = (1.0 - p[:, 0]).clamp(0.0, 1.0)
+        t = torch.cat([torch.minimum(t[:, :1], p[:, :1]), torch.maximum(t[:, 1:], p[:, 1:])], dim=1)
+        wpos = torch.maximum(wpos, wextra)
     wunl = 1.0 - wpos
+    a = None
+    if known is not None:
+        k = known.float().clamp(0.0, 1.0)
+        a = k.mean()
+        wunl = wunl * (1.0 - k)  # the clicked cells stay the sample of positives
     cls = t[:, 1:] / t[:, 1:].sum(1, keepdim=True).clamp_min(1e-6)  # class distribution at positives
     l_pos = -(cls * logp[:, 1:]).sum(1)
     l_neg = -logp[:, 0]
@@ -177,13 +210,24 @@ def pu_risk(
     if unl_weight is not None:
         wunl = wunl * unl_weight.float()
     nu = wunl.detach().sum().clamp_min(1e-6)
-    if prior is None:
-        if keep is None:
-            raise ValueError("pu_risk: give the prior or the share of annotated cells (keep)")
-        prior_t = (wpos.mean() / keep).clamp(1e-4, 0.5)
-    else:
+    if prior is not None:
         prior_t = torch.tensor(float(prior), device=logits.device)
+    elif a is not None and float(a) >= 0.01:  # the density of cells where every cell is clicked
+        prior_t = ((wclick * k).sum() / k.sum()).clamp(1e-4, 0.5)
+    elif keep is None:
+        raise ValueError("pu_risk: give the prior or the share of annotated cells (keep)")
+    else:
+        prior_t = (wclick.mean() / keep).clamp(1e-4, 0.5)
     r_pos = (wpos * l_pos).sum() / np_
     r_pos_neg = (wpos * l_neg).sum() / np_
     r_unl_neg = (wunl * l_neg).sum() / nu
-    return prior_t * r_pos + torch.clamp(r_unl_neg - prior_t * r_pos_neg, min=0.0)
+    if censoring:
+        pi_l = wpos.mean().detach()
+        risk = prior_t * r_pos + torch.clamp((1.0 - pi_l) * r_unl_neg - (prior_t - pi_l).clamp_min(0.0) * r_pos_neg, min=0.0)
+    else:
+        risk = prior_t * r_pos + torch.clamp(r_unl_neg - prior_t * r_pos_neg, min=0.0)
+    if a is None:
+        return risk
+    ce_known = -(t * logp).sum(1)  # (B, H, W): full supervision inside the regions
+    ce_known = (ce_known * k).sum() / k.sum().clamp_min(1e-6)
+    return a * ce_known + (1.0 - a) * risk

@@ -20,7 +20,7 @@ from . import annotated_share
 from .functional import energy_map, pixel_energy, pu_risk, stretched_feature_loss, weighted_cross_entropy
 
 __all__ = ["SparseLoss", "CrossEntropy", "ConstantWeight", "SemanticEnergy", "SemanticEnergySFL", "SemanticEnergyPerClass",
-           "SemanticEnergySFLPerClass", "EMATeacher", "PositiveUnlabelled", "SemanticEnergyPU", "LOSS_CLASSES"]  # fmt: skip
+           "SemanticEnergySFLPerClass", "EMATeacher", "PositiveUnlabelled", "SemanticEnergyPU", "PseudoLabelPU", "LOSS_CLASSES"]  # fmt: skip
 
 
 class SparseLoss(torch.nn.Module):
@@ -29,8 +29,9 @@ class SparseLoss(torch.nn.Module):
     name: ClassVar[str] = ""
     uses_embedding: ClassVar[bool] = False  # reads the node embedding (the energy, SFL)
     per_class_energy: ClassVar[bool] = True  # with several classes: an energy per class (False: the paper's one energy)
+    pseudo_labels: ClassVar[bool] = False  # trains on pseudo-labels (sparsecell.pseudo) as well as the clicks
 
-    def __init__(self, cfg, data) -> None:
+    def __init__(self, cfg, data, keep_estimate: float | None = None) -> None:
         super().__init__()
         self.cfg = cfg
 
@@ -40,8 +41,11 @@ class SparseLoss(torch.nn.Module):
     def after_step(self, model: torch.nn.Module) -> None:
         """Called after every optimiser step."""
 
-    def forward(self, logits, embedding, target, labelled, step: int | None = None,
-                images: torch.Tensor | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+    def forward(self, logits, embedding, target, labelled, step: int | None = None, images: torch.Tensor | None = None,
+                known: torch.Tensor | None = None, pseudo: torch.Tensor | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+        """``known`` (B, H, W): 1 inside regions annotated completely (region
+        annotations), where an unclicked pixel is background; ``pseudo`` (B, C+1, H, W):
+        the target of pseudo-labelled cells (``pu_pseudo``)."""
         raise NotImplementedError
 
     def energy(self, embedding: torch.Tensor, labelled: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -71,8 +75,20 @@ class CrossEntropy(SparseLoss):
         """Pixel weights E (B, C+1, H, W), or None for plain cross-entropy."""
         return None
 
-    def forward(self, logits, embedding, target, labelled, step=None, images=None):
+    def region_weights(self, E: torch.Tensor | None, known: torch.Tensor, channels: int) -> torch.Tensor:
+        """Weights with the annotated regions known: 1 inside them (full supervision),
+        the method's weights outside; plain ``ce``, which has no sparse-label weighting,
+        does not train the background outside them."""
+        k = known.float().unsqueeze(1)  # (B, 1, H, W)
+        if E is None:
+            E = torch.ones(k.shape[0], channels, *k.shape[-2:], device=k.device)
+            E[:, 0] = 0.0
+        return k + (1.0 - k) * E
+
+    def forward(self, logits, embedding, target, labelled, step=None, images=None, known=None, pseudo=None):
         E = self.weights(embedding, labelled, tuple(logits.shape[-2:]), step, images)
+        if known is not None:
+            E = self.region_weights(E, known, target.shape[1])
         pixel = weighted_cross_entropy(logits, target, E)
         loss = self.cfg.lambda1 * pixel
         out = {"pixel": pixel.detach()}
@@ -140,8 +156,8 @@ class EMATeacher(CrossEntropy):
 
     name = "teacher"
 
-    def __init__(self, cfg, data) -> None:
-        super().__init__(cfg, data)
+    def __init__(self, cfg, data, keep_estimate=None) -> None:
+        super().__init__(cfg, data, keep_estimate)
         self.pool = 2 * int(round(data.sigma)) + 1
         self.teacher: torch.nn.Module | None = None
 
@@ -183,16 +199,17 @@ class EMATeacher(CrossEntropy):
 class PositiveUnlabelled(SparseLoss):
     """``pu``: the non-negative PU risk (:func:`~sparsecell.losses.functional.pu_risk`);
     the prior is ``pu_prior``, or estimated per batch from the annotated share
-    (:func:`~sparsecell.losses.annotated_share`)."""
+    (:func:`~sparsecell.losses.annotated_share`: the user's ``pu_keep`` or the share
+    estimated from the data)."""
 
     name = "pu"
 
-    def __init__(self, cfg, data) -> None:
-        super().__init__(cfg, data)
-        self.keep = None if cfg.pu_prior is not None else annotated_share(cfg, data)
+    def __init__(self, cfg, data, keep_estimate=None) -> None:
+        super().__init__(cfg, data, keep_estimate)
+        self.keep = None if cfg.pu_prior is not None else annotated_share(cfg, data, keep_estimate)
 
-    def forward(self, logits, embedding, target, labelled, step=None, images=None):
-        pixel = pu_risk(logits, target, self.cfg.pu_prior, self.keep)
+    def forward(self, logits, embedding, target, labelled, step=None, images=None, known=None, pseudo=None):
+        pixel = pu_risk(logits, target, self.cfg.pu_prior, self.keep, known=known)
         return {"loss": self.cfg.lambda1 * pixel, "pixel": pixel.detach()}
 
 
@@ -203,11 +220,41 @@ class SemanticEnergyPU(PositiveUnlabelled):
     name = "sel_pu"
     uses_embedding = True
 
-    def forward(self, logits, embedding, target, labelled, step=None, images=None):
+    def forward(self, logits, embedding, target, labelled, step=None, images=None, known=None, pseudo=None):
         E = self.energy(embedding, labelled, tuple(logits.shape[-2:]))[:, 0]  # background weight (B, H, W)
-        pixel = pu_risk(logits, target, self.cfg.pu_prior, self.keep, unl_weight=E)
+        pixel = pu_risk(logits, target, self.cfg.pu_prior, self.keep, unl_weight=E, known=known)
         out = {"pixel": pixel.detach(), "energy_mean": E.detach().mean()}
         out["loss"] = self.cfg.lambda1 * pixel + self.sfl(embedding, labelled, step, out)
+        return out
+
+
+class PseudoLabelPU(PositiveUnlabelled):
+    """``pu_pseudo`` (sparsecell's method): the PU risk with progressive pseudo-labels.
+
+    The algorithm:
+
+    1. Train with the PU risk on the clicks (prior from the clicks and the annotated
+       share, estimated from the data unless given), until ``pseudo_start`` of the
+       epochs have passed.
+    2. After each validation from then on, a round of :class:`sparsecell.pseudo.PseudoLabeller`:
+       the threshold whose validation precision reaches ``pseudo_precision`` (easy
+       cells first), the model's peaks above it on the whole training images away from
+       the clicks, kept when the previous round found them too.
+    3. The next epochs' risk counts the pseudo-labelled cells as positives beside the
+       clicks and takes them out of the unlabelled set, in the censoring form of the
+       risk (:func:`~sparsecell.losses.functional.pu_risk` with ``censoring=True``:
+       the unlabelled set is what the labels leave, so it holds fewer positives as
+       the labels grow); the prior still comes from the clicks alone.
+    """
+
+    name = "pu_pseudo"
+    pseudo_labels: ClassVar[bool] = True
+
+    def forward(self, logits, embedding, target, labelled, step=None, images=None, known=None, pseudo=None):
+        pixel = pu_risk(logits, target, self.cfg.pu_prior, self.keep, known=known, positive=pseudo, censoring=True)
+        out = {"loss": self.cfg.lambda1 * pixel, "pixel": pixel.detach()}
+        if pseudo is not None:
+            out["pseudo_share"] = (1.0 - pseudo[:, 0].float()).mean().detach()
         return out
 
 
@@ -215,5 +262,5 @@ class SemanticEnergyPU(PositiveUnlabelled):
 LOSS_CLASSES: dict[str, type[SparseLoss]] = {
     c.name: c
     for c in (CrossEntropy, ConstantWeight, SemanticEnergy, SemanticEnergySFL, SemanticEnergyPerClass, SemanticEnergySFLPerClass,
-              EMATeacher, PositiveUnlabelled, SemanticEnergyPU)
+              EMATeacher, PositiveUnlabelled, SemanticEnergyPU, PseudoLabelPU)
 }
