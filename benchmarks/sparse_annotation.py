@@ -115,6 +115,7 @@ def run_one(args, ds: str, method: str, keep: float, seed: int, fold: int | None
     if det.config.loss.name == "pu_pseudo":  # the pseudo-label rounds: (epoch, count) and (epoch, threshold)
         row["pseudo_labels"] = val_curve(out, "pseudo_labels")
         row["pseudo_threshold"] = val_curve(out, "pseudo_threshold")
+        row["keep_model"] = val_curve(out, "keep_model")  # the share re-estimated from the model, per round
         row["clicks"] = sum(len(p) for p in sparse_points(load_samples(cfg)[0], cfg.data))
     if len(det.classes) > 1:
         row["per_class_f1"] = {c: ev[c]["f1"] for c in det.classes}

@@ -101,3 +101,44 @@ def test_sparsify_by_region_keeps_whole_regions():
     for x, y in p.xy:
         in_kept = (int(x // 100), int(y // 100)) in kept_cells
         assert in_kept == bool(((s.xy == [x, y]).all(1)).any())
+
+
+def _dark_image(p, size=200, seed=0):
+    """A white image where each point's nucleus has its own darkness (point i: grey 250 - 2 i)."""
+    img = np.full((size, size, 3), 250, np.uint8)
+    for i, (x, y) in enumerate(p.xy):
+        img[int(y) - 2:int(y) + 3, int(x) - 2:int(x) + 3] = 250 - 2 * i
+    return img
+
+
+def test_salient_sparsity_clicks_the_dark_cells_first_and_keeps_the_count():
+    from sparsecell.targets import conspicuity
+
+    g = np.stack(np.meshgrid(np.arange(10, 200, 19), np.arange(10, 200, 19)), -1).reshape(-1, 2)[:100].astype(float)
+    p = Points(g, np.zeros(len(g), np.int64), ("tumour",))
+    img = _dark_image(p)
+    z = conspicuity(img, p, radius=2)
+    assert np.all(np.diff(z) > 0)  # darker with the index
+    s = sparsify(p, 0.1, seed=3, mode="salient", image=img, beta=4.0)
+    assert len(s) == 10
+    idx = [int(np.flatnonzero((p.xy == q).all(1))[0]) for q in s.xy]
+    assert np.mean(np.array(idx) >= 50) >= 0.9  # the darker half, nearly always
+    # beta 0: no preference (a uniform draw): the kept cells' mean index near the middle, over seeds
+    means = [np.mean([int(np.flatnonzero((p.xy == q).all(1))[0]) for q in sparsify(p, 0.1, seed=k, mode="salient", image=img, beta=0.0).xy])
+             for k in range(40)]
+    assert 40 < np.mean(means) < 60
+    assert sparsify(p, 0.1, seed=3, mode="salient", image=img).xy.tolist() == sparsify(p, 0.1, seed=3, mode="salient", image=img).xy.tolist()
+    with pytest.raises(ValueError, match="needs the image"):
+        sparsify(p, 0.1, mode="salient")
+    with pytest.raises(ValueError, match="mode"):
+        sparsify(p, 0.1, mode="biased")
+
+
+def test_region_boxes_cover_exactly_the_kept_points():
+    from sparsecell.targets import in_boxes, region_boxes
+
+    p = _pts(500)
+    boxes = region_boxes(p, 0.25, seed=2, side=100, shape=(500, 500))
+    inside = in_boxes(p, boxes)
+    assert inside.sum() >= 125 and all(x1 - x0 <= 100 and y1 - y0 <= 100 for x0, y0, x1, y1 in boxes)
+    assert sparsify(p, 0.25, seed=2, mode="region", region=100, shape=(500, 500)).xy.tolist() == p.subset(inside).xy.tolist()

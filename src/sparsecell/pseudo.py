@@ -15,6 +15,11 @@ One round runs after each validation from ``loss.pseudo_start`` of the epochs on
 3. **Keep what is stable.** With ``loss.pseudo_stable`` a candidate becomes a
    pseudo-label only if the previous round found it too (same class, within
    ``eval.radius``); the labels of a round replace those of the round before.
+4. **Re-estimate the annotated share.** The model's detections on the training
+   images at the F1-best threshold, clicked or not, scaled by the ratio of true cells
+   to detections on validation at that threshold, count the training images' cells;
+   the clicks over that count is the share of annotated cells
+   (:attr:`RoundStats.keep_estimate`), which the loss takes unless the user gave one.
 
 The training crops then carry the pseudo-labels' Gaussians as a separate target; the
 loss (:class:`~sparsecell.losses.methods.PseudoLabelPU`) counts them as positives
@@ -31,7 +36,7 @@ import numpy as np
 from .metrics import Sweep, match_points
 from .points import Points
 
-__all__ = ["PseudoLabeller", "RoundStats", "pseudo_threshold"]
+__all__ = ["PseudoLabeller", "RoundStats", "pseudo_threshold", "count_ratio"]
 
 
 def pseudo_threshold(sweep: Sweep, precision: float) -> float | None:
@@ -47,10 +52,17 @@ def pseudo_threshold(sweep: Sweep, precision: float) -> float | None:
 @dataclass(frozen=True)
 class RoundStats:
     epoch: int
-    threshold: float
+    threshold: float  # the pseudo-label threshold
     candidates: int
     labels: int
     clicks: int
+    keep_estimate: float  # clicks / the calibrated count of cells on the training images (nan: no detection)
+
+
+def count_ratio(sweep: Sweep, threshold: float) -> float:
+    """True cells per detection on validation at ``threshold``: (tp + fn) / (tp + fp)."""
+    tp, fp, fn = np.asarray(sweep.counts, np.float64)[sweep.thresholds.index(threshold)]
+    return float((tp + fn) / (tp + fp)) if tp + fp > 0 else float("nan")
 
 
 def _far_from(points: Points, clicks: Points, distance: float) -> np.ndarray:
@@ -98,15 +110,18 @@ class PseudoLabeller:
         thr = pseudo_threshold(sweep, self.precision)
         if thr is None:
             return None
+        best, _ = sweep.best()
         was_training = model.training
         model.eval()
-        n_cand = n_lab = 0
+        n_cand = n_lab = n_det = 0
         try:
             with torch.no_grad():
                 dev = next(model.parameters()).device
                 for i, (img, pts) in enumerate(zip(images, clicks)):
                     heat, _ = predict_heatmap(model, to_tensor(img)[None].to(dev))
-                    peaks = find_peaks(heat[0].cpu().numpy(), self.classes, thr, self.min_distance, self.peak_mode)
+                    found = find_peaks(heat[0].cpu().numpy(), self.classes, best, self.min_distance, self.peak_mode)
+                    n_det += len(found)
+                    peaks = found.above(thr)
                     peaks = peaks.subset(_far_from(peaks, pts, self.min_distance))
                     new = peaks.subset(_stable(peaks, self.candidates[i], self.radius)) if self.stable else peaks
                     self.candidates[i], self.labels[i] = peaks, new
@@ -114,7 +129,10 @@ class PseudoLabeller:
                     n_lab += len(new)
         finally:
             model.train(was_training)
-        stats = RoundStats(epoch, thr, n_cand, n_lab, int(sum(len(p) for p in clicks)))
+        n_click = int(sum(len(p) for p in clicks))
+        cells = n_det * count_ratio(sweep, best)
+        share = min(1.0, n_click / cells) if cells > 0 else float("nan")
+        stats = RoundStats(epoch, thr, n_cand, n_lab, n_click, share)
         self.history.append(stats)
         return stats
 
@@ -139,4 +157,4 @@ class PseudoLabeller:
         if len(state["labels"]) != len(self.labels):
             raise ValueError(f"pseudo-labels for {len(state['labels'])} images, training has {len(self.labels)}")
         self.labels, self.candidates = unpack(state["labels"]), unpack(state["candidates"])
-        self.history = [RoundStats(int(e), float(t), int(c), int(n), int(k)) for e, t, c, n, k in state["history"]]
+        self.history = [RoundStats(int(e), float(t), int(c), int(n), int(k), float(q)) for e, t, c, n, k, q in state["history"]]

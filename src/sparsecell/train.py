@@ -175,11 +175,18 @@ class SparseCellModule(L.LightningModule):
             dm.crops.pseudo = self.pseudo.labels
             self.log("pseudo_threshold", stats.threshold, sync_dist=False)
             self.log("pseudo_labels", float(stats.labels), sync_dist=False)
+            if stats.keep_estimate == stats.keep_estimate:  # not nan
+                self.log("keep_model", stats.keep_estimate, sync_dist=False)
+                if needs_share(self.cfg.loss) and self.cfg.loss.pseudo_reestimate:
+                    self.loss_fn.keep = stats.keep_estimate
 
     def on_train_start(self) -> None:
         dm = self.trainer.datamodule
         if self.pseudo is not None and self.pseudo.history and dm is not None:  # resumed: the labels so far
             dm.crops.pseudo = self.pseudo.labels
+            last = self.pseudo.history[-1].keep_estimate
+            if last == last and needs_share(self.cfg.loss) and self.cfg.loss.pseudo_reestimate:
+                self.loss_fn.keep = last
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.pseudo is not None:
