@@ -112,11 +112,14 @@ def run_one(args, ds: str, method: str, keep: float, seed: int, fold: int | None
     }  # fmt: skip
     if fold is not None:
         row["fold"] = fold
+    tr, _, _ = load_samples(cfg)  # the true share of the training cells that were clicked (region clicking overshoots keep)
+    row["clicked_share"] = sum(len(p) for p in sparse_points(tr, cfg.data)) / max(1, sum(len(s.points) for s in tr))
     if det.config.loss.name == "pu_pseudo":  # the pseudo-label rounds: (epoch, count) and (epoch, threshold)
         row["pseudo_labels"] = val_curve(out, "pseudo_labels")
         row["pseudo_threshold"] = val_curve(out, "pseudo_threshold")
         row["keep_model"] = val_curve(out, "keep_model")  # the share re-estimated from the model, per round
-        row["clicks"] = sum(len(p) for p in sparse_points(load_samples(cfg)[0], cfg.data))
+        row["keep_estimate_model"] = row["keep_model"][-1][1] if row["keep_model"] else None
+        row["clicks"] = sum(len(p) for p in sparse_points(tr, cfg.data))
     if len(det.classes) > 1:
         row["per_class_f1"] = {c: ev[c]["f1"] for c in det.classes}
     if spec["extra_radius"]:
@@ -125,7 +128,6 @@ def run_one(args, ds: str, method: str, keep: float, seed: int, fold: int | None
         # the loss parts over training (per-epoch means): SFL's share, the mean energy
         for key in ("train_loss_epoch", "train_pixel", "train_sfl", "train_energy_mean"):
             row[f"curve_{key.removeprefix('train_').removesuffix('_epoch')}"] = val_curve(out, key)
-        tr, _, _ = load_samples(cfg)
         row.update(energy_separation(det, tr[: args.energy_images], sparse_points(tr, cfg.data)[: args.energy_images]))
         if args.figures and seed == args.seeds[0]:
             energy_figure_for(det, test[:3], keep, args.figures / f"energy_{ds}_k{keep}_{method}.png",

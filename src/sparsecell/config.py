@@ -120,10 +120,10 @@ class LossConfig:
     energy_upsample: str = "bilinear"
     pu_prior: float | None = None
     pu_keep: float | str | None = "auto"
-    pseudo_precision: float = 0.9
+    pseudo_precision: float = 0.8
     pseudo_start: float = 0.25
     pseudo_stable: bool = True
-    pseudo_reestimate: bool = True
+    pseudo_reestimate: bool = False
     teacher_decay: float = 0.99
     teacher_warmup_steps: int = 100
     teacher_floor: float = 0.0

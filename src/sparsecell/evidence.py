@@ -250,7 +250,8 @@ def analysis(rows: Sequence[dict]) -> str:
     chosen on), and for the SEL-based methods the energy statistics of
     :func:`energy_separation` and SFL's share of the loss (first / last epoch); for the
     methods that estimate it, the estimated share of annotated cells (mean over seeds)
-    against the true ``keep``."""
+    and its error against the true share (``clicked_share``, else ``keep``), and ``-> `` the model's re-estimate at the end of training
+    where a method makes one."""
     rows = by_setting(rows)
     lines = []
     for ds in sorted({r["dataset"] for r in rows}):
@@ -280,8 +281,12 @@ def analysis(rows: Sequence[dict]) -> str:
                     en = f"{np.mean([r['energy_auc'] for r in er]):.2f}"
                     gap = (f"{np.mean([r['energy_missed_mean'] for r in er]):.2f} / "
                            f"{np.mean([r['energy_background_mean'] for r in er]):.2f}")  # fmt: skip
+                truth = float(np.mean([r.get("clicked_share", r["keep"]) for r in c]))
                 est = [r["keep_estimate"] for r in c if r.get("keep_estimate") is not None]
-                est = f"{np.mean(est):.3f} ({np.mean(est) / k - 1:+.0%})" if est else "-"
+                est = f"{np.mean(est):.3f} ({np.mean(est) / truth - 1:+.0%})" if est else "-"
+                again = [r["keep_estimate_model"] for r in c if r.get("keep_estimate_model") is not None]
+                if again:  # re-estimated by the model during training (pu_pseudo): the last round's
+                    est += f" -> {np.mean(again):.3f} ({np.mean(again) / truth - 1:+.0%})"
                 lines.append(f"| {m} | {k} | {ratio} | {val} | {est} | {en} | {gap} | {_sfl_share(c)} |")
     return "\n".join(lines)
 

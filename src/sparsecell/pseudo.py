@@ -19,7 +19,10 @@ One round runs after each validation from ``loss.pseudo_start`` of the epochs on
    images at the F1-best threshold, clicked or not, scaled by the ratio of true cells
    to detections on validation at that threshold, count the training images' cells;
    the clicks over that count is the share of annotated cells
-   (:attr:`RoundStats.keep_estimate`), which the loss takes unless the user gave one.
+   (:attr:`RoundStats.keep_estimate`), logged as ``keep_model``; with
+   ``loss.pseudo_reestimate`` (off by default) the loss takes it unless the user gave
+   a share. Off because in a first BCData run (keep 0.1) it moved the share from the
+   density estimate's 0.11 to 0.16 and validation F1 fell after it took effect.
 
 The training crops then carry the pseudo-labels' Gaussians as a separate target; the
 loss (:class:`~sparsecell.losses.methods.PseudoLabelPU`) counts them as positives

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -175,7 +176,7 @@ class SparseCellModule(L.LightningModule):
             dm.crops.pseudo = self.pseudo.labels
             self.log("pseudo_threshold", stats.threshold, sync_dist=False)
             self.log("pseudo_labels", float(stats.labels), sync_dist=False)
-            if stats.keep_estimate == stats.keep_estimate:  # not nan
+            if math.isfinite(stats.keep_estimate):
                 self.log("keep_model", stats.keep_estimate, sync_dist=False)
                 if needs_share(self.cfg.loss) and self.cfg.loss.pseudo_reestimate:
                     self.loss_fn.keep = stats.keep_estimate
@@ -185,7 +186,7 @@ class SparseCellModule(L.LightningModule):
         if self.pseudo is not None and self.pseudo.history and dm is not None:  # resumed: the labels so far
             dm.crops.pseudo = self.pseudo.labels
             last = self.pseudo.history[-1].keep_estimate
-            if last == last and needs_share(self.cfg.loss) and self.cfg.loss.pseudo_reestimate:
+            if math.isfinite(last) and needs_share(self.cfg.loss) and self.cfg.loss.pseudo_reestimate:
                 self.loss_fn.keep = last
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
