@@ -164,3 +164,24 @@ def test_pu_pseudo_trains_keeps_its_labels_and_share_in_the_checkpoint(tiny_conf
     raw = torch.load(r.last_checkpoint, weights_only=True)
     assert len(raw["pseudo_labels"]["labels"]) == cfg.data.synthetic_train
     assert len(raw["pseudo_labels"]["history"]) >= 1  # rounds ran (any threshold is precise enough here)
+
+
+def test_train_prints_and_stores_the_estimated_share_and_never_reads_the_simulated_keep(tiny_config, capsys):
+    from sparsecell.checkpoint import read_checkpoint
+    from sparsecell.datasets import load_samples
+    from sparsecell.train import train
+
+    cfg = tiny_config("loss.name=pu", "data.keep=0.5")
+    r = train(cfg)
+    out = capsys.readouterr().out
+    assert "annotated share estimated at" in out
+    train_s, val_s, _ = load_samples(cfg)
+    clicks = sum(len(p) for p in sparse_annotations(train_s, cfg.data)[0])
+    want = estimate_keep([clicks], [sum(s.image.shape[0] * s.image.shape[1] for s in train_s)],
+                         [sum(len(s.points) for s in val_s)], [sum(s.image.shape[0] * s.image.shape[1] for s in val_s)])
+    assert r.keep_estimate == pytest.approx(want.share) and read_checkpoint(r.best_checkpoint).keep_estimate == pytest.approx(want.share)
+    assert f"{want.share:.1%}" in out
+    from sparsecell.losses import build_loss
+
+    ck = read_checkpoint(r.best_checkpoint)
+    assert build_loss(ck.config.loss, ck.config.data, ck.keep_estimate).keep == pytest.approx(want.share) != 0.5

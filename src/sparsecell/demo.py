@@ -77,11 +77,12 @@ def run_demo(out: Path = Path("runs/demo"), quick: bool = False, methods=None) -
         results["methods"][m] = {
             "precision": a.precision, "recall": a.recall, "f1": a.f1, "threshold": det.threshold,
             "f1_per_image": a.f1_per_image, "ap": ev.ap, "f1_at_0.7": ev.f1_at[PAPER_THRESHOLD], "val_f1": r.val_f1,
-            "train_seconds": round(time.time() - t0, 1),
+            "train_seconds": round(time.time() - t0, 1), "keep_estimate": r.keep_estimate,
         }  # fmt: skip
         detectors[m] = det
+        est = f", clicked share estimated at {r.keep_estimate:.0%}" if r.keep_estimate is not None else ""
         print(f"  {m:8s} test F1 {a.f1:.3f} (P {a.precision:.3f}, R {a.recall:.3f}) at threshold "
-              f"{det.threshold:g}, {time.time() - t0:.0f} s", flush=True)  # fmt: skip
+              f"{det.threshold:g}, {time.time() - t0:.0f} s{est}", flush=True)  # fmt: skip
     # figures: overlays of one test tile per method, and the energy maps of the default method
     s0 = test[0]
     for m, det in detectors.items():
