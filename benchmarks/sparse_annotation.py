@@ -10,6 +10,11 @@ trains and writes; the methods, tables and figures are ``sparsecell.evidence``'s
     .venv/bin/python benchmarks/sparse_annotation.py --quick      # < 30 min on 2 CPU cores
     .venv/bin/python benchmarks/sparse_annotation.py              # the full grid (about 3.5 h)
 
+``--sparsity random salient region`` simulates how the annotator clicks
+(``sparsecell.targets.sparsify``); rows record it (``sparsity``), the share of
+annotated cells the method estimated (``keep_estimate``, null where it was told one)
+and the true share (``clicked_share``; ``keep`` is the asked-for share).
+
 Data: ``--data ../shared/data`` (``crchisto/`` and ``bcdata/``); a missing data set
 is skipped with a message.
 
@@ -81,7 +86,8 @@ def run_one(args, ds: str, method: str, keep: float, seed: int, fold: int | None
         f"train.val_every={args.val_every}", f"eval.radius={spec['radius']}", f"train.seed={seed}",
         f"train.out_dir={out}", "train.progress_bar=false", f"train.num_workers={args.num_workers}",
         f"train.precision={args.precision}", f"train.accelerator={'gpu' if args.device.startswith('cuda') else 'cpu'}",
-        f"data.sparsity={sparsity}", f"data.salient_beta={args.salient_beta}", f"data.region={args.region}",
+        f"data.sparsity={sparsity}", f"data.salient_beta={args.salient_beta}",
+        f"data.region={args.region if sparsity == 'region' else 'null'}",
     ] + overrides(method, keep)  # fmt: skip
     if folder(ds) == "crchisto":
         mode = spec.get("mode", "detection")

@@ -216,3 +216,21 @@ def test_environment_names_the_machine_and_versions():
     assert isinstance(env["torch_threads"], int) and env["torch_threads"] > 0
     assert env["numpy"] == np.__version__ and env["python"].count(".") == 2
     assert all(isinstance(env[k], str) and env[k] for k in ("cpu", "platform", "torch", "scipy"))
+
+
+def test_validation_ranking_uses_only_cells_every_candidate_has():
+    import sparsecell.evidence as ev
+
+    rows = [
+        dict(dataset="bcdata", method="pu", keep=0.1, seed=0, f1=0.9, val_f1=0.5),
+        dict(dataset="bcdata", method="pu_pseudo", keep=0.1, seed=0, f1=0.1, val_f1=0.6),
+        dict(dataset="bcdata", method="pu", keep=0.1, seed=1, f1=0.9, val_f1=0.7),
+        dict(dataset="bcdata", method="pu_pseudo", keep=0.1, seed=1, f1=0.1, val_f1=0.4),
+        dict(dataset="bcdata", method="pu", keep=0.1, seed=2, f1=0.9, val_f1=0.1),  # no partner: left out
+        dict(dataset="bcdata", method="pu_pseudo", keep=0.1, seed=0, sparsity="salient", f1=0.1, val_f1=0.9),
+        dict(dataset="bcdata", method="pu", keep=0.1, seed=0, sparsity="salient", f1=0.1, val_f1=0.3),
+        dict(dataset="bcdata", method="ce", keep=1.0, seed=0, f1=0.9, val_f1=0.99),  # full labels: not a cell
+    ]
+    rank = ev.validation_ranking(rows, ["pu", "pu_pseudo"])
+    assert rank[0][0] == "pu_pseudo" and rank[0][1] == pytest.approx((0.6 + 0.4 + 0.9) / 3) and rank[0][2] == 3
+    assert rank[1] == ("pu", pytest.approx((0.5 + 0.7 + 0.3) / 3), 3)

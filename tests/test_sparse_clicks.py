@@ -34,7 +34,16 @@ def test_pu_keep_auto_number_or_a_clear_error():
         load_config(None, ["loss.pu_keep=1.5"])
     with pytest.raises(ConfigError, match="sparsity"):
         load_config(None, ["data.sparsity=lazy"])
-    assert load_config(None, ["data.region=64"]).data.sparsity == "region"  # configs from before data.sparsity
+    with pytest.raises(ConfigError, match="data.sparsity=region"):  # a region side with another clicking: refused
+        load_config(None, ["data.region=64"])
+    assert load_config(None, ["data.sparsity=region", "data.region=64"]).data.region == 64
+
+
+def test_a_config_from_before_data_sparsity_with_a_region_reads_as_region_clicking(tmp_path):
+    from sparsecell.config import Config
+
+    assert Config.from_dict({"data": {"region": 64, "keep": 0.2}}).data.sparsity == "region"
+    assert Config.from_dict({"data": {"keep": 0.2}}).data.sparsity == "random"
 
 
 # --- regions known to the loss ------------------------------------------------------------

@@ -56,8 +56,9 @@ class DataConfig:
     synthetic_seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.region is not None and self.sparsity == "random":  # configs before data.sparsity existed
-            self.sparsity = "region"
+        if self.region is not None and self.region >= 1 and self.sparsity != "region":  # (an out-of-range side: the range check)
+            raise ValueError(f"region = {self.region} is set but sparsity is {self.sparsity!r}; "
+                             "set data.sparsity=region, or leave data.region empty")  # fmt: skip
 
 
 @dataclass
@@ -362,7 +363,11 @@ DROPPED = ("train.threshold",)
 
 
 def _upgrade(d: dict) -> dict:
-    """A config dict of an earlier version, with moved keys in their new sections."""
+    """A config dict of an earlier version, with moved keys in their new sections (and
+    ``data.region`` without ``data.sparsity``, from before it existed, read as region clicking)."""
+    data = d.get("data")
+    if isinstance(data, dict) and data.get("region") is not None and "sparsity" not in data:
+        d = {**d, "data": {**data, "sparsity": "region"}}
     train = d.get("train")
     if not isinstance(train, dict) or not any(f"train.{k}" in (*MOVED, *DROPPED) for k in train):
         return d

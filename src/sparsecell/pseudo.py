@@ -113,6 +113,8 @@ class PseudoLabeller:
         thr = pseudo_threshold(sweep, self.precision)
         if thr is None:
             return None
+        if len(self.labels) != len(images):  # built before the training images were known
+            self.labels = self.candidates = [Points.empty(self.classes)] * len(images)
         best, _ = sweep.best()
         was_training = model.training
         model.eval()
