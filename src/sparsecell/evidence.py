@@ -63,6 +63,7 @@ METHODS: dict[str, list[str]] = {
     "sel_pu": ["loss.name=sel_pu"],
     # the PU prior: estimated from the data (pu, the default), or told the simulated keep (an oracle, for reference)
     "pu_oracle": ["loss.name=pu", "loss.pu_keep={keep}"],
+    "sel_pu_oracle": ["loss.name=sel_pu", "loss.pu_keep={keep}"],
     "pu_pseudo": ["loss.name=pu_pseudo"],
     # region clicking with the annotated regions hidden from the loss (the default tells it)
     "pu_noregions": ["loss.name=pu", "data.regions_known=false"],
@@ -319,7 +320,8 @@ def paired(rows: Sequence[dict], a: str, b: str) -> list[dict]:
 def default_pairs(rows: Sequence[dict]) -> list[dict]:
     """The comparisons the benchmark reports (:func:`paired` of each): every method
     against ``ce``; the SEL-based ones against ``const`` (the constant-weight control);
-    ours against ``pu`` (the peer, the strongest baseline); ``pu`` (estimated prior)
+    ours against ``pu`` (the peer, the strongest baseline; ``pu_oracle`` in runs without
+    ``pu``); ``pu`` (estimated prior)
     against ``pu_oracle`` (told the truth), and the region-aware methods against their
     blind twins (``*_noregions``). Only methods present in
     ``rows`` take part, in :data:`METHODS` order."""
@@ -327,8 +329,10 @@ def default_pairs(rows: Sequence[dict]) -> list[dict]:
     pairs = [p for m in methods if m != "ce" for p in paired(rows, m, "ce")]
     if "const" in methods:
         pairs += [p for m in methods if m.startswith("sel") for p in paired(rows, m, "const")]
+    peer = "pu" if "pu" in methods else "pu_oracle" if "pu_oracle" in methods else None
+    if peer:
+        pairs += [p for m in methods if role(m) == "ours" for p in paired(rows, m, peer)]
     if "pu" in methods:
-        pairs += [p for m in methods if role(m) == "ours" for p in paired(rows, m, "pu")]
         pairs += [p for m in ("pu_oracle", "pu_noregions") if m in methods for p in paired(rows, "pu", m)]
     if "ce_noregions" in methods:
         pairs += paired(rows, "ce", "ce_noregions")
