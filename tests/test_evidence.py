@@ -234,3 +234,21 @@ def test_validation_ranking_uses_only_cells_every_candidate_has():
     rank = ev.validation_ranking(rows, ["pu", "pu_pseudo"])
     assert rank[0][0] == "pu_pseudo" and rank[0][1] == pytest.approx((0.6 + 0.4 + 0.9) / 3) and rank[0][2] == 3
     assert rank[1] == ("pu", pytest.approx((0.5 + 0.7 + 0.3) / 3), 3)
+
+
+def test_by_setting_groups_by_clicking_and_shares_full_label_rows():
+    import sparsecell.evidence as ev
+
+    rows = [
+        dict(dataset="bcdata", method="pu", keep=0.1, seed=0, f1=0.5),
+        dict(dataset="bcdata", method="pu", keep=0.1, seed=0, sparsity="salient", f1=0.4),
+        dict(dataset="bcdata", method="ce", keep=1.0, seed=0, f1=0.7),
+        dict(dataset="crchisto", method="ce", keep=1.0, seed=0, f1=0.8),
+    ]
+    got = sorted((r["dataset"], r["method"], r["keep"]) for r in ev.by_setting(rows))
+    assert got == [("bcdata", "ce", 1.0), ("bcdata", "pu", 0.1), ("bcdata, salient", "ce", 1.0),
+                   ("bcdata, salient", "pu", 0.1), ("crchisto", "ce", 1.0)]  # fmt: skip
+    # pairs never cross settings
+    rows.append(dict(dataset="bcdata", method="pu_oracle", keep=0.1, seed=0, sparsity="salient", f1=0.3))
+    (p,) = ev.paired(rows, "pu", "pu_oracle")
+    assert p["dataset"] == "bcdata, salient" and p["mean_diff"] == pytest.approx(0.1)
