@@ -373,7 +373,7 @@ def test_ce_with_known_regions_trains_no_background_outside_them():
     assert torch.allclose(c(logits, emb, target, lab, known=known)["loss"], weighted_cross_entropy(logits, target, k + (1 - k) * E))
 
 
-def test_pu_pseudo_uses_the_pseudo_target_and_the_censoring_form():
+def test_pu_pseudo_is_pu_without_labels_and_uses_the_pseudo_target():
     from sparsecell.losses.functional import pu_risk
 
     logits, target = _pu_inputs(3)
@@ -381,6 +381,10 @@ def test_pu_pseudo_uses_the_pseudo_target_and_the_censoring_form():
     pseudo[:, 0] = 1.0
     pseudo[:, 0, 10:13, 10:13], pseudo[:, 1, 10:13, 10:13] = 0.0, 1.0
     loss = make_loss("pu_pseudo", lambda1=1.0)
+    assert torch.equal(loss(logits, None, target, None)["loss"], make_loss("pu", lambda1=1.0)(logits, None, target, None)["loss"])
     out = loss(logits, None, target, None, pseudo=pseudo)
-    assert torch.allclose(out["loss"], pu_risk(logits, target, keep=0.25, positive=pseudo, censoring=True))
+    assert torch.allclose(out["loss"], pu_risk(logits, target, keep=0.25, positive=pseudo))
     assert out["pseudo_share"] > 0
+    v1 = make_loss("pu_pseudo", lambda1=1.0, pseudo_censoring=True)
+    assert torch.allclose(v1(logits, None, target, None, pseudo=pseudo)["loss"],
+                          pu_risk(logits, target, keep=0.25, positive=pseudo, censoring=True))

@@ -100,12 +100,12 @@ class LossConfig:
         against the density of cells on the fully annotated validation images
         (:func:`sparsecell.losses.prior.estimate_keep`); printed and stored in the
         checkpoint. A number given here wins over the estimate.
-    pseudo_precision, pseudo_start, pseudo_stable, pseudo_reestimate : for
+    pseudo_precision, pseudo_start, pseudo_stable, pseudo_reestimate, pseudo_censoring : for
         ``pu_pseudo``: the validation precision the pseudo-label threshold must reach, the
         share of the epochs before the first round, whether a pseudo-label must be found
-        in two rounds in a row, and whether each round re-estimates the annotated share
-        from the model's calibrated count of cells (when ``pu_keep`` is auto); see
-        :mod:`sparsecell.pseudo`.
+        in two rounds in a row, whether each round re-estimates the annotated share from
+        the model's calibrated count of cells (when ``pu_keep`` is auto), and whether the
+        risk takes the censoring form; see :mod:`sparsecell.pseudo`.
     teacher_decay, teacher_warmup_steps, teacher_floor : for ``teacher``: the EMA
         decay of the teacher's weights, the steps of plain cross-entropy before its
         weight applies, and the background weight where the teacher is sure of a cell.
@@ -121,10 +121,11 @@ class LossConfig:
     energy_upsample: str = "bilinear"
     pu_prior: float | None = None
     pu_keep: float | str | None = "auto"
-    pseudo_precision: float = 0.8
+    pseudo_precision: float = 0.7
     pseudo_start: float = 0.25
-    pseudo_stable: bool = True
+    pseudo_stable: bool = False
     pseudo_reestimate: bool = False
+    pseudo_censoring: bool = False
     teacher_decay: float = 0.99
     teacher_warmup_steps: int = 100
     teacher_floor: float = 0.0

@@ -65,6 +65,9 @@ METHODS: dict[str, list[str]] = {
     "pu_oracle": ["loss.name=pu", "loss.pu_keep={keep}"],
     "sel_pu_oracle": ["loss.name=sel_pu", "loss.pu_keep={keep}"],
     "pu_pseudo": ["loss.name=pu_pseudo"],
+    # the first version: a stricter threshold, two rounds in a row, the censoring form of the risk
+    "pu_pseudo_v1": ["loss.name=pu_pseudo", "loss.pseudo_precision=0.8", "loss.pseudo_stable=true",
+                     "loss.pseudo_censoring=true"],
     # region clicking with the annotated regions hidden from the loss (the default tells it)
     "pu_noregions": ["loss.name=pu", "data.regions_known=false"],
     "ce_noregions": ["loss.name=ce", "data.regions_known=false"],

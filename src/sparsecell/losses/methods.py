@@ -241,17 +241,26 @@ class PseudoLabelPU(PositiveUnlabelled):
        cells first), the model's peaks above it on the whole training images away from
        the clicks, kept when the previous round found them too.
     3. The next epochs' risk counts the pseudo-labelled cells as positives beside the
-       clicks and takes them out of the unlabelled set, in the censoring form of the
-       risk (:func:`~sparsecell.losses.functional.pu_risk` with ``censoring=True``:
-       the unlabelled set is what the labels leave, so it holds fewer positives as
-       the labels grow); the prior still comes from the clicks alone.
+       clicks and takes them out of the unlabelled set; the prior still comes from the
+       clicks alone. The risk keeps ``pu``'s case-control form, so before the first
+       round this is ``pu`` exactly; ``pseudo_censoring`` switches to the censoring form
+       (:func:`~sparsecell.losses.functional.pu_risk` with ``censoring=True``), which
+       lowered validation F1 on BCData at keep 0.1 (two of three seeds, by 0.10 and
+       0.13, with no pseudo-label in use yet) and is off by default.
+
+    Defaults (``loss.pseudo_*``): precision 0.7, first round after a quarter of the
+    epochs, no two-round stability check, no re-estimated share. A first version
+    (precision 0.8, two rounds in a row, censoring form: ``pu_pseudo_v1`` in the
+    benchmark) found a precise enough threshold in few validations and so never
+    labelled a cell in 20 epochs.
     """
 
     name = "pu_pseudo"
     pseudo_labels: ClassVar[bool] = True
 
     def forward(self, logits, embedding, target, labelled, step=None, images=None, known=None, pseudo=None):
-        pixel = pu_risk(logits, target, self.cfg.pu_prior, self.keep, known=known, positive=pseudo, censoring=True)
+        pixel = pu_risk(logits, target, self.cfg.pu_prior, self.keep, known=known, positive=pseudo,
+                        censoring=self.cfg.pseudo_censoring)  # fmt: skip
         out = {"loss": self.cfg.lambda1 * pixel, "pixel": pixel.detach()}
         if pseudo is not None:
             out["pseudo_share"] = (1.0 - pseudo[:, 0].float()).mean().detach()
