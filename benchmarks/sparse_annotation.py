@@ -86,7 +86,7 @@ def run_one(args, ds: str, method: str, keep: float, seed: int, fold: int | None
         f"train.val_every={args.val_every}", f"eval.radius={spec['radius']}", f"train.seed={seed}",
         f"train.out_dir={out}", "train.progress_bar=false", f"train.num_workers={args.num_workers}",
         f"train.precision={args.precision}", f"train.accelerator={'gpu' if args.device.startswith('cuda') else 'cpu'}",
-        f"data.sparsity={sparsity}", f"data.salient_beta={args.salient_beta}",
+        f"data.sparsity={sparsity}", f"data.salient_beta={args.salient_beta}", f"data.per_class={sparsity == 'salient'}",
         f"data.region={args.region if sparsity == 'region' else 'null'}",
     ] + overrides(method, keep)  # fmt: skip
     if folder(ds) == "crchisto":
@@ -160,7 +160,10 @@ def main() -> None:
                          "the same as --no-fold-per-seed")
     ap.add_argument("--sparsity", nargs="+", default=["random"], choices=["random", "salient", "region"],
                     help="how the simulated annotator clicks (sparsecell.targets.sparsify)")
-    ap.add_argument("--salient-beta", type=float, default=2.0, help="salient clicking's beta")
+    ap.add_argument("--salient-beta", type=float, default=2.0,
+                    help="salient clicking's beta (drawn within each class: a Ki-67 annotator clicks the obvious "
+                         "cells of both classes; drawn over all cells, BCData's darker positive cells take 94-100%% "
+                         "of the clicks at keep 0.1)")
     ap.add_argument("--region", type=int, default=128, help="region clicking's square side, px")
     ap.add_argument("--model", default="vig_cpu")
     ap.add_argument("--epochs", type=int, default=None)

@@ -142,3 +142,15 @@ def test_region_boxes_cover_exactly_the_kept_points():
     inside = in_boxes(p, boxes)
     assert inside.sum() >= 125 and all(x1 - x0 <= 100 and y1 - y0 <= 100 for x0, y0, x1, y1 in boxes)
     assert sparsify(p, 0.25, seed=2, mode="region", region=100, shape=(500, 500)).xy.tolist() == p.subset(inside).xy.tolist()
+
+
+def test_salient_per_class_clicks_the_conspicuous_cells_of_every_class():
+    # class 0 dark, class 1 pale: drawn over all cells, the pale class is never clicked; per class, both are
+    g = np.stack(np.meshgrid(np.arange(10, 200, 19), np.arange(10, 200, 19)), -1).reshape(-1, 2)[:100].astype(float)
+    labels = (np.arange(100) < 50).astype(np.int64)  # the first 50 (pale, low index) are class 1
+    p = Points(g, labels, ("dark", "pale"))
+    img = _dark_image(p)
+    overall = sparsify(p, 0.2, seed=0, mode="salient", image=img, beta=4.0)
+    within = sparsify(p, 0.2, seed=0, mode="salient", image=img, beta=4.0, per_class=True)
+    assert np.bincount(overall.labels, minlength=2)[1] <= 2
+    assert np.bincount(within.labels, minlength=2).tolist() == [10, 10]

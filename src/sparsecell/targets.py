@@ -162,7 +162,8 @@ def sparsify(
         ``salient``: conspicuous cells first: the clicked set is drawn without
         replacement with chance proportional to ``exp(beta * z)``, ``z`` the
         :func:`conspicuity` standardised over the image's cells (Gumbel top-k; beta 0 is
-        random). ``region``: whole square regions of side ``region`` px
+        random; with ``per_class``, standardised and drawn within each class: an
+        annotator who clicks the obvious cells of every class). ``region``: whole square regions of side ``region`` px
         (:func:`region_boxes`), every cell inside, none outside.
     image : (H, W, 3) uint8
         The image, for ``salient``.
@@ -189,15 +190,16 @@ def sparsify(
             shape = (int(points.xy[:, 1].max()) + 1, int(points.xy[:, 0].max()) + 1)
         return points.subset(in_boxes(points, region_boxes(points, keep, seed, region or 128, shape)))
     rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(points.labels == c) for c in range(points.num_classes)] if per_class else [np.arange(n)]
     score = np.zeros(n)
     if mode == "salient":
         if image is None:
             raise ValueError("sparsify: salient sparsity needs the image")
         z = conspicuity(image, points, radius)
-        z = (z - z.mean()) / (z.std() + 1e-12)
-        score = beta * z
+        for idx in groups:  # standardised within each group: with per_class, the conspicuous cells of each class
+            if len(idx):
+                score[idx] = beta * (z[idx] - z[idx].mean()) / (z[idx].std() + 1e-12)
     mask = np.zeros(n, bool)
-    groups = [np.flatnonzero(points.labels == c) for c in range(points.num_classes)] if per_class else [np.arange(n)]
     for idx in groups:
         k = int(round(keep * len(idx)))
         if mode == "random":
