@@ -77,6 +77,11 @@ METHODS: dict[str, list[str]] = {
 ROLES: dict[str, str] = {"const_0.2": "baseline", "sel_sfl_detach": "ours", "pu_oracle": "baseline"}
 
 
+#: Methods that are never the default: told the truth (an oracle), blind twins of the
+#: region-aware ones, or superseded versions.
+NOT_CANDIDATES = ("pu_oracle", "sel_pu_oracle", "pu_noregions", "ce_noregions", "pu_pseudo_v1")
+
+
 def overrides(method: str, keep: float) -> list[str]:
     """The config overrides of a named method at a keep ratio (``{keep}`` filled in)."""
     return [o.replace("{keep}", repr(float(keep))) for o in METHODS[method]]
@@ -370,8 +375,7 @@ def markdown_report(rows: Sequence[dict], pairs: Sequence[dict]) -> str:
     that need no oracle, and :func:`analysis`; ends with a newline."""
     md = summarise(rows) + "\n\nPaired differences of micro F1 (a - b; 95% t interval over seeds/folds):\n\n"
     md += "\n".join(format_pair(p) for p in pairs)
-    candidates = [m for m in METHODS if m != "pu_oracle" and not m.endswith("_noregions")
-                  and any(r["method"] == m and r["keep"] < 1.0 for r in rows)]  # fmt: skip
+    candidates = [m for m in METHODS if m not in NOT_CANDIDATES and any(r["method"] == m and r["keep"] < 1.0 for r in rows)]
     rank = validation_ranking(rows, candidates) if len(candidates) > 1 else []
     if rank and rank[0][2]:
         md += (f"\n\nMean validation F1 over the {rank[0][2]} cells every sparse-label method without an oracle ran in "
