@@ -130,7 +130,14 @@ class CropDataset:
         self.crop, self.stride, self.sigma = crop, stride, sigma
         self.crops_per_image, self.seed = crops_per_image, seed
         self.flips, self.rot90, self.colour_jitter = flips, rot90, colour_jitter
-        self.regions = None if regions is None else [list(r) for r in regions]
+        self.known = None  # per image, 1 inside its annotated regions (H, W, 1) uint8
+        if regions is not None:
+            self.known = []
+            for img, boxes in zip(self.images, regions):
+                mask = np.zeros((*img.shape[:2], 1), np.uint8)
+                for x0, y0, x1, y1 in boxes:
+                    mask[y0:y1, x0:x1] = 1
+                self.known.append(mask)
         #: per image, the pseudo-labelled cells (set between epochs by pseudo-labelling), or None
         self.pseudo: list[Points] | None = None
         self.epoch = 0
@@ -150,18 +157,18 @@ class CropDataset:
         k = i % len(self.images)
         img, pts = self.images[k], self.points[k]
         H, W = img.shape[:2]
-        if self.regions is not None:  # the annotated regions travel as a 4th channel
-            known = np.zeros((H, W, 1), np.uint8)
-            for x0, y0, x1, y1 in self.regions[k]:
-                known[y0:y1, x0:x1] = 1
-            img = np.concatenate([img[..., :3], known], axis=-1)
+        known = self.known[k] if self.known is not None else None
         c = self.crop
         if H < c or W < c:
             ph, pw = max(c - H, 0), max(c - W, 0)
-            img = np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="reflect" if ph < H and pw < W else "edge")
+            mode = "reflect" if ph < H and pw < W else "edge"
+            img = np.pad(img, ((0, ph), (0, pw), (0, 0)), mode=mode)
+            known = np.pad(known, ((0, ph), (0, pw), (0, 0)), mode=mode) if known is not None else None
             H, W = img.shape[:2]
         y0, x0 = int(rng.integers(H - c + 1)), int(rng.integers(W - c + 1))
         crop = img[y0:y0 + c, x0:x0 + c]
+        if known is not None:  # the annotated regions travel with the crop as a 4th channel
+            crop = np.concatenate([crop[..., :3], known[y0:y0 + c, x0:x0 + c]], axis=-1)
         n_click = len(pts)
         if self.pseudo is not None:
             extra = self.pseudo[k]
@@ -172,7 +179,7 @@ class CropDataset:
         clicked = np.arange(len(pts))[near] < n_click
         crop, local = augment(crop, local, rng, self.flips, self.rot90, self.colour_jitter)
         extras = {}
-        if self.regions is not None:
+        if known is not None:
             extras["known"] = torch.from_numpy(crop[..., 3].astype(np.float32))
             crop = crop[..., :3]
         if self.pseudo is not None:

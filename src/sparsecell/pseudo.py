@@ -114,7 +114,8 @@ class PseudoLabeller:
         if thr is None:
             return None
         if len(self.labels) != len(images):  # built before the training images were known
-            self.labels = self.candidates = [Points.empty(self.classes)] * len(images)
+            empty = Points.empty(self.classes)
+            self.labels, self.candidates = [empty] * len(images), [empty] * len(images)
         best, _ = sweep.best()
         was_training = model.training
         model.eval()
