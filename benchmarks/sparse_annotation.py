@@ -89,6 +89,7 @@ def run_one(args, ds: str, method: str, keep: float, seed: int, fold: int | None
         f"data.sparsity={sparsity}", f"data.salient_beta={args.salient_beta}", f"data.per_class={sparsity == 'salient'}",
         f"data.region={args.region if sparsity == 'region' else 'null'}",
     ] + overrides(method, keep)  # fmt: skip
+    ov += list(args.set or [])  # the user's own settings win
     if folder(ds) == "crchisto":
         mode = spec.get("mode", "detection")
         ov += ["data.source=crchisto", f"data.mode={mode}", "data.train_split=train", "data.val_split=validation"]
@@ -183,6 +184,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu or cuda (training and evaluation)")
     ap.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed on a GPU")
     ap.add_argument("--num-workers", type=int, default=0, help="data-loading worker processes")
+    ap.add_argument("--set", nargs="+", default=None, metavar="KEY=VALUE",
+                    help="config settings for every training, after the benchmark's own (e.g. model.dim=96 data.sigma=2)")
     ap.add_argument("--budget-minutes", type=float, default=None,
                     help="start no new training once this much time has passed (rows so far are kept)")
     args = ap.parse_args()

@@ -34,3 +34,8 @@ class TrainingError(SparsecellError, RuntimeError):
     def __init__(self, message: str, exit_code: int = 1):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class SlideError(SparsecellError, ValueError):
+    """A whole-slide image is missing, unreadable, corrupt or lacks what a step needs
+    (e.g. its resolution)."""
