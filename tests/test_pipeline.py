@@ -590,14 +590,12 @@ def test_node_energy_all_or_no_nodes_labelled(detector):
 
 
 def test_large_images_are_predicted_tile_by_tile_with_bounded_windows(monkeypatch):
-    from sparsecell import inference
     from sparsecell.inference import Detector
     from sparsecell.models import build_model
 
     torch.manual_seed(0)
     det = Detector(build_model("vig_cpu", 2, dim=32, depth=2), ("positive", "negative"), 0.5)
-    monkeypatch.setattr(inference, "TILE", 96)
-    monkeypatch.setattr(inference, "HALO", 16)
+    det.tile, det.halo = 96, 16
     windows = []
     real = det._heatmap
 

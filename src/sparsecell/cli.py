@@ -133,6 +133,8 @@ def cmd_predict(args) -> int:
     from .points import write_csv, write_geojson
     from .report import overlay, save_png
 
+    if _slide_mode(args):
+        return _predict_slides(args)
     # every input checked before anything is written
     det = Detector.from_checkpoint(args.checkpoint, device=args.device)
     paths = [Path(p) for p in args.images]
@@ -180,6 +182,92 @@ def cmd_predict(args) -> int:
         shutil.rmtree(stage, ignore_errors=True)
     print(f"wrote points (CSV, QuPath GeoJSON){'' if args.no_overlay else ', overlays'} and summary.json for {len(paths)} images to {out}")
     return 0
+
+
+#: Suffixes that only whole slides have (a .tif is a slide only with --slides or in a folder).
+_SLIDE_ONLY = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide")
+
+
+def _slide_mode(args) -> bool:
+    """Slides when asked, or when an input is a folder, a list (@file), a glob or a slide-only file."""
+    if args.slides:
+        return True
+    return any(i.startswith("@") or any(ch in i for ch in "*?[") or Path(i).is_dir()
+               or Path(i).suffix.lower() in _SLIDE_ONLY for i in args.images)  # fmt: skip
+
+
+def _predict_slides(args) -> int:
+    """Whole slides (:mod:`sparsecell.slide_predict`): a folder per slide, a cohort table."""
+    from .inference import Detector
+    from .slide_predict import SlideRun, file_sha256, predict_slides, shard, slide_inputs, write_cohort
+
+    det = Detector.from_checkpoint(args.checkpoint, device=args.device)
+    model_mpp = args.model_mpp if args.model_mpp is not None else det.eval.mpp
+    if model_mpp is None:
+        raise SparsecellError(f"{args.checkpoint}: the checkpoint does not record the resolution it was trained at "
+                              "(eval.mpp); give it with --model-mpp (um per px)")  # fmt: skip
+    paths = slide_inputs(args.images)
+    index, count = _shard_of(args.shard)
+    paths = shard(paths, index, count)
+    rois = None
+    if args.roi:
+        from .qupath import read_regions
+
+        rois = read_regions(args.roi)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise SparsecellError(f"{out}: --out is a file, not a folder")
+    class_map = None
+    if args.class_map:
+        class_map = dict(kv.split("=", 1) for kv in args.class_map)
+    run = SlideRun(threshold=det.threshold if args.threshold is None else args.threshold, model_mpp=float(model_mpp),
+                   model_sha=file_sha256(Path(args.checkpoint)), checkpoint=str(args.checkpoint), tissue=not args.no_tissue,
+                   rois=rois, batch_size=args.batch_size, num_workers=args.num_workers, mpp=args.mpp,
+                   backend=args.backend, class_map=class_map, progress=not args.quiet)  # fmt: skip
+    log = (lambda m: None) if args.quiet else print
+    if count > 1 or _world() > 1:
+        log(f"shard {index}/{count}: {len(paths)} slides")
+    predict_slides(det, paths, out, run, overwrite=args.overwrite, log=log)
+    _barrier()
+    if _rank() == 0:
+        cohort = write_cohort(out)
+        log(f"wrote a folder per slide (cells.geojson.gz for QuPath, cells.csv.gz, summary.json, overview.png) and {cohort}")
+    return 0
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def _world() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _shard_of(text: str | None) -> tuple[int, int]:
+    """``--shard i/N``; under torch.distributed (RANK, WORLD_SIZE set, e.g. by torchrun or
+    SLURM via Lightning's environment) each rank takes the shard of its rank, within the
+    ``--shard`` if both are given."""
+    if text:
+        try:
+            i, n = (int(v) for v in text.split("/"))
+        except ValueError:
+            raise SparsecellError(f"--shard {text!r}: expected i/N, e.g. 0/4") from None
+        if n < 1 or not 0 <= i < n:
+            raise SparsecellError(f"--shard {text}: need 0 <= i < N")
+    else:
+        i, n = 0, 1
+    return i * _world() + _rank(), n * _world()
+
+
+def _barrier() -> None:
+    """Wait for every rank (when run under torch.distributed), so rank 0 merges the cohort last."""
+    if _world() <= 1:
+        return
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    dist.barrier()
 
 
 def cmd_demo(args) -> int:
@@ -238,6 +326,18 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     pr.add_argument("--no-overlay", action="store_true", help="skip the overlay PNGs")
     pr.add_argument("--overwrite", action="store_true", help="replace output files that exist already")
+    sl = pr.add_argument_group("whole slides (inputs: slide files, folders, globs or @list.txt)")
+    sl.add_argument("--slides", action="store_true", help="treat the inputs as slides (implied by .svs/.ndpi/..., folders, globs, @lists)")
+    sl.add_argument("--mpp", type=POSITIVE, help="the slides' resolution in um per px, for slides without one (or a wrong one)")
+    sl.add_argument("--model-mpp", type=POSITIVE, help="the model's resolution, for a checkpoint that does not record it")
+    sl.add_argument("--roi", help="QuPath GeoJSON with polygon annotations: score only inside them (level-0 px)")
+    sl.add_argument("--no-tissue", action="store_true", help="run every tile, glass included (default: a tissue mask)")
+    sl.add_argument("--shard", help="i/N: run every N-th slide starting at i (job arrays); ranks of torchrun split further")
+    sl.add_argument("--batch-size", type=int, default=4, help="tiles per model batch (default 4)")
+    sl.add_argument("--num-workers", type=int, default=0, help="tile-reading worker processes (default 0)")
+    sl.add_argument("--backend", default="auto", choices=["auto", "tiffslide", "openslide", "image"], help="slide reader")
+    sl.add_argument("--class-map", nargs="+", metavar="NAME=QUPATH", help="class names for QuPath, e.g. positive='Tumor: Positive'")
+    sl.add_argument("--quiet", action="store_true", help="no progress bars or per-slide lines")
     pr.set_defaults(func=cmd_predict)
 
     d = sub.add_parser("demo", help="the main job: CE vs const vs SEL+SFL on synthetic IHC tiles with 25%% of the labels",

@@ -15,19 +15,12 @@ import numpy as np
 from .config import EvalConfig
 from .metrics import PAPER_THRESHOLD, THRESHOLD_GRID, Evaluation
 from .points import Points
+from .tiling import HALO, TILE, TileGrid
 
 if TYPE_CHECKING:  # torch is imported where a model runs, not for peak finding
     import torch
 
 __all__ = ["find_peaks", "predict_heatmap", "Detector", "evaluate", "node_energy", "resolve_device", "TILE"]
-
-#: Images with a side longer than this many px are predicted tile by tile (tiles of this
-#: side, overlapping by :data:`HALO` px on every side, each keeping its core), so memory
-#: stays bounded whatever the image size: the ViG's graph is over the nodes of one tile.
-TILE = 1024
-#: The overlap kept around each tile's core (px), so no core pixel sits on a tile's edge.
-HALO = 64
-
 
 def resolve_device(device: str | None) -> str:
     """``cpu``, ``cuda`` or ``cuda:N`` checked against this machine; None: cuda when available."""
@@ -130,6 +123,10 @@ class Detector:
     >>> points = det.predict(image)  # doctest: +SKIP
     """
 
+    #: Tiles for large images (see :class:`sparsecell.tiling.TileGrid`), in model px.
+    tile: int = TILE
+    halo: int = HALO
+
     def __init__(self, model, classes: Sequence[str], threshold: float, eval: EvalConfig | None = None,
                  device: str = "cpu", config=None):  # fmt: skip
         self.model = model.eval().to(device)
@@ -160,18 +157,17 @@ class Detector:
 
     def heatmap(self, image: np.ndarray) -> np.ndarray:
         """(C+1, H, W) float32 softmax heatmap of a uint8 RGB image; an image with a side
-        above :data:`TILE` px is run tile by tile (see :data:`TILE`)."""
+        above :attr:`tile` px is run tile by tile, each pixel from the tile whose core
+        holds it (:class:`sparsecell.tiling.TileGrid`)."""
         H, W = image.shape[:2]
-        if max(H, W) <= TILE:
+        grid = TileGrid(H, W, self.tile, self.halo)
+        if grid.single:
             return self._heatmap(image)
         out = np.empty((len(self.classes) + 1, H, W), np.float32)
-        core = TILE - 2 * HALO
-        for y0 in range(0, H, core):
-            for x0 in range(0, W, core):
-                y1, x1 = min(y0 + core, H), min(x0 + core, W)
-                ys, xs = max(y0 - HALO, 0), max(x0 - HALO, 0)
-                h = self._heatmap(image[ys:min(y1 + HALO, H), xs:min(x1 + HALO, W)])
-                out[:, y0:y1, x0:x1] = h[:, y0 - ys:y1 - ys, x0 - xs:x1 - xs]
+        for r, c in grid:
+            y0, y1, x0, x1 = grid.core_box(r, c)
+            ys, ye, xs, xe = grid.input_box(r, c)
+            out[:, y0:y1, x0:x1] = self._heatmap(image[ys:ye, xs:xe])[:, y0 - ys:y1 - ys, x0 - xs:x1 - xs]
         return out
 
     def _heatmap(self, image: np.ndarray) -> np.ndarray:
