@@ -26,7 +26,7 @@ __all__ = ["DataConfig", "ModelConfig", "LossConfig", "EvalConfig", "TrainConfig
 class DataConfig:
     """Where the images and points come from and how training crops are made."""
 
-    source: str = "synthetic"  # synthetic | crchisto | bcdata | shidc | folder
+    source: str = "synthetic"  # synthetic | crchisto | bcdata | shidc | folder | slides (QuPath-annotated; needs eval.mpp)
     root: str | None = None  # dataset folder (not needed for synthetic)
     train_split: str | None = "train"
     val_split: str | None = "validation"
@@ -231,7 +231,12 @@ class Config:
                     raise
                 raise ConfigError(f"{source}: {name}: {e}") from None
             _check_section(name, parts[name], source)
-        return cls(**parts)
+        cfg = cls(**parts)
+        if cfg.data.source == "slides":  # QuPath clicks are sparse as they are; slides are read at the model's resolution
+            if cfg.eval.mpp is None:
+                raise ConfigError(f"{source}: data.source slides needs eval.mpp, the resolution to train at (um per px), e.g. 0.5")
+            cfg.data.already_sparse = True
+        return cfg
 
     def save(self, path: str | Path) -> Path:
         from .fileio import atomic_write_text
@@ -252,7 +257,7 @@ INF = math.inf
 #: Allowed values of every setting that has a limit: (low, high) with "[" / "(" for a
 #: closed / open end, or a tuple of choices. Checked whenever a config is read.
 RULES: dict[str, tuple] = {
-    "data.source": ("synthetic", "crchisto", "bcdata", "shidc", "folder"),
+    "data.source": ("synthetic", "crchisto", "bcdata", "shidc", "folder", "slides"),
     "data.mode": ("detection", "classes"),
     "data.keep": ("(", 0, 1, "]"),
     "data.sparse_seed": ("[", 0, INF, ")"),

@@ -611,3 +611,43 @@ def check_qupath_shape(feature: dict) -> list[str]:
         if not ok:
             problems.append("geometry is not a Polygon of closed rings of finite numbers")
     return problems
+
+
+@dataclass(frozen=True, eq=False)
+class Annotations:
+    """What a QuPath GeoJSON export holds for training: the region annotations and the
+    clicked points (``xy`` (N, 2) level-0 px, ``names`` the QuPath class of each, None
+    when unclassified)."""
+
+    regions: list[Region]
+    xy: np.ndarray
+    names: list
+
+
+def read_annotations(path: str | Path) -> Annotations:
+    """Regions (Polygon / MultiPolygon annotations) and clicked points (Point /
+    MultiPoint annotations, as QuPath's Points tool exports them) of a QuPath GeoJSON
+    export; detections and cells are skipped. A file with no region is an error (the
+    regions say where the user looked)."""
+    path = Path(path)
+    regions = read_regions(path)
+    xy, names = [], []
+    for i, f in enumerate(_features(_load(path), path)):
+        geom = f.get("geometry")
+        if not isinstance(geom, dict) or geom.get("type") not in ("Point", "MultiPoint"):
+            continue
+        otype = _object_type(f)
+        if otype is not None and otype.strip().lower() in _DETECTION_TYPES:
+            continue
+        coords = geom.get("coordinates")
+        pts = [coords] if geom["type"] == "Point" else coords
+        try:
+            a = np.asarray(pts, dtype=np.float64).reshape(-1, np.asarray(pts).shape[-1] if len(pts) else 2)[:, :2]
+        except (ValueError, TypeError, IndexError):
+            raise AnnotationError(f"{path}: feature {i}: point coordinates must be [x, y] numbers") from None
+        if not np.isfinite(a).all():
+            raise AnnotationError(f"{path}: feature {i}: a point has NaN or infinite coordinates")
+        xy.append(a)
+        names += [_class_of(f.get("properties"))] * len(a)
+    xy_all = np.concatenate(xy) if xy else np.zeros((0, 2))
+    return Annotations(regions, xy_all, names)

@@ -6,6 +6,7 @@ Sources (each a module here, owning its layout, its annotation reader and its cl
 * :mod:`~sparsecell.datasets.bcdata` - BCData (Ki-67 IHC), and the k folds the benchmark uses.
 * :mod:`~sparsecell.datasets.shidc` - SHIDC-B-Ki-67 (Ki-67 IHC).
 * :mod:`~sparsecell.datasets.folder` - any folder of images with same-stem CSV / GeoJSON points.
+* :mod:`~sparsecell.datasets.slides` - whole slides with QuPath region and point annotations.
 * :mod:`~sparsecell.datasets.synthetic` - the embedded default: procedural Ki-67 tiles.
 
 Every module has ``dataset(root, split, ...) -> PointDataset`` and ``splits(root)``;
@@ -22,7 +23,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
-from . import bcdata, crchisto, folder, shidc, synthetic
+from . import bcdata, crchisto, folder, shidc, slides, synthetic
 from .base import Item, PointDataset, Sample, image_folders, require_dir
 
 if TYPE_CHECKING:
@@ -31,7 +32,8 @@ if TYPE_CHECKING:
 __all__ = ["Sample", "Item", "PointDataset", "SOURCES", "open_dataset", "splits", "detect_source", "dataset_options", "load_samples"]
 
 #: The sources by name.
-SOURCES: dict[str, ModuleType] = {"crchisto": crchisto, "bcdata": bcdata, "shidc": shidc, "folder": folder, "synthetic": synthetic}
+SOURCES: dict[str, ModuleType] = {"crchisto": crchisto, "bcdata": bcdata, "shidc": shidc, "folder": folder, "slides": slides,
+                                   "synthetic": synthetic}  # fmt: skip
 
 
 def _source(name: str) -> ModuleType:
@@ -100,10 +102,13 @@ def _looks_like_shidc(path: Path) -> bool:
     return isinstance(doc, list) and bool(doc) and isinstance(doc[0], dict) and "label_id" in doc[0]
 
 
-def dataset_options(data: "DataConfig", split: str | None = None) -> dict:
+def dataset_options(data: "DataConfig", split: str | None = None, mpp: float | None = None) -> dict:
     """The options the ``data`` config section gives its source: CRCHisto's ``mode``,
-    a folder's ``classes``, the synthetic tiles' count, size and seed."""
+    a folder's ``classes``, the synthetic tiles' count, size and seed; slides' classes
+    and the resolution to read them at (``mpp``: the model's, ``eval.mpp``)."""
     source = str(data.source).lower()
+    if source == "slides":
+        return {"classes": tuple(data.classes) if data.classes else None, "mpp": mpp}
     if source == "crchisto":
         return {"mode": data.mode}
     if source == "folder":
@@ -124,7 +129,7 @@ def load_samples(cfg: "Config") -> tuple[list[Sample], list[Sample], tuple[str, 
     d = cfg.data
 
     def open_split(split):
-        return open_dataset(d.source, d.root, split, **dataset_options(d, split))
+        return open_dataset(d.source, d.root, split, **dataset_options(d, split, cfg.eval.mpp))
 
     train_ds = open_split(d.train_split)
     train = [train_ds[i] for i in range(len(train_ds))]

@@ -1,0 +1,206 @@
+"""Whole slides annotated in QuPath: training windows read from the slides inside the
+user's region annotations, at the model's resolution.
+
+Layout: a folder of slides, each with its QuPath export beside it (``File > Export
+objects as GeoJSON``), named after the slide: ``S1.svs`` with ``S1.geojson`` (or
+``S1.svs.geojson``, ``.json``, ``.geojson.gz``). In QuPath:
+
+- draw **region annotations** (rectangles, polygons) where you looked;
+- click tumour cells inside them with the **Points** tool, classified e.g.
+  ``Tumor: Positive`` / ``Tumor: Negative`` (the last part, Positive or Negative, gives
+  the class ``positive`` / ``negative``; other names are matched to ``data.classes``);
+- give a region the class **Exhaustive** (or a class or name containing "exhaustive")
+  when you clicked *every* tumour cell inside it; an exhaustive region with no points
+  means "I looked here and there is no tumour cell". Exhaustive regions are the
+  validation split (threshold, checkpoint, the clicked-share estimate), so draw at
+  least one; the other regions are the training split;
+- regions of class ``Ignore*`` are never read, and points inside them are dropped.
+
+Points outside every region are ignored (the log gives the count). Each region becomes
+one or more windows of at most ``window`` px a side at the model's resolution
+(``eval.mpp``): the samples. In a validation window the pixels outside the region are
+painted white, so detections there are not counted against the model.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import AnnotationError, ConfigError
+from ..points import Points
+from .base import Item, PointDataset, natural_key
+
+__all__ = ["dataset", "splits", "SPLITS", "annotation_file", "is_exhaustive", "WINDOW"]
+
+SPLITS = ("train", "validation")
+#: The largest window side at the model's resolution, px.
+WINDOW = 2048
+_ANNOTATION_SUFFIXES = (".geojson", ".json", ".geojson.gz", ".json.gz")
+
+
+def is_exhaustive(region) -> bool:
+    return any("exhaustive" in (t or "").lower() for t in (region.classification, region.name))
+
+
+def _is_ignore(region) -> bool:
+    return (region.classification or "").lower().startswith("ignore")
+
+
+def annotation_file(slide: Path) -> Path | None:
+    """The QuPath export beside a slide: ``<stem>.geojson``, ``<name>.geojson`` (and .json, .gz)."""
+    for base in (slide.with_suffix(""), slide):
+        for sfx in _ANNOTATION_SUFFIXES:
+            p = base.parent / (base.name + sfx)
+            if p.is_file():
+                return p
+    return None
+
+
+def _slides_in(root: Path) -> list[Path]:
+    from ..slide import SLIDE_EXTENSIONS
+
+    if not root.is_dir():
+        raise AnnotationError(f"{root}: slide folder not found" if not root.exists() else f"{root}: is a file; expected a folder of slides")
+    exts = set(SLIDE_EXTENSIONS) | {".png", ".jpg", ".jpeg"}
+    found = sorted((p for p in root.iterdir() if p.is_file() and p.suffix.lower() in exts and not p.name.startswith(".")),
+                   key=lambda p: natural_key(p.name))  # fmt: skip
+    pairs = [p for p in found if annotation_file(p) is not None]
+    if not pairs:
+        raise AnnotationError(f"{root}: no slide with a QuPath GeoJSON beside it (e.g. S1.svs and S1.geojson)")
+    return pairs
+
+
+@functools.lru_cache(maxsize=8)
+def _annotations(path: str, mtime: float):
+    from ..qupath import read_annotations
+
+    return read_annotations(path)
+
+
+def _read(path: Path):
+    return _annotations(str(path), path.stat().st_mtime)
+
+
+def class_of(name: str | None, classes: tuple[str, ...], path: Path) -> int:
+    """The model class of a QuPath class name: the whole name or its last part, matched
+    case-insensitively; an unclassified point is the single class of a one-class model."""
+    if name is None:
+        if len(classes) == 1:
+            return 0
+        raise AnnotationError(f"{path}: a clicked point has no class; classify points as one of {list(classes)} "
+                              "(e.g. 'Tumor: Positive')")  # fmt: skip
+    low = [c.lower() for c in classes]
+    for cand in (name, name.split(":")[-1]):
+        if cand.strip().lower() in low:
+            return low.index(cand.strip().lower())
+    raise AnnotationError(f"{path}: points of class {name!r} match none of the classes {list(classes)}")
+
+
+def _windows(bounds, scale: float, window: int, W0: int, H0: int):
+    """Level-0 boxes of at most ``window`` model px covering ``bounds``, clipped to the slide."""
+    x0, y0, x1, y1 = max(bounds[0], 0.0), max(bounds[1], 0.0), min(bounds[2], W0), min(bounds[3], H0)
+    if x1 - x0 < scale or y1 - y0 < scale:
+        return []
+    side = window * scale
+    nx, ny = math.ceil((x1 - x0) / side), math.ceil((y1 - y0) / side)
+    sx, sy = (x1 - x0) / nx, (y1 - y0) / ny
+    return [(x0 + i * sx, y0 + j * sy, x0 + (i + 1) * sx, y0 + (j + 1) * sy) for j in range(ny) for i in range(nx)]
+
+
+def _size(box, scale: float) -> tuple[int, int]:
+    return max(int(round((box[2] - box[0]) / scale)), 1), max(int(round((box[3] - box[1]) / scale)), 1)
+
+
+def _window_image(slide_path: str, box, scale: float, region_index: int | None, annotation: str, backend: str) -> np.ndarray:
+    """The pixels of one window at model resolution (validation: white outside the region)."""
+    from ..slide import open_slide
+
+    w, h = _size(box, scale)
+    with open_slide(slide_path, backend=backend) as s:
+        img = s.read(box, (w, h))
+    if region_index is not None:
+        reg = _read(Path(annotation)).regions[region_index]
+        inside = _inside_mask(reg, box, scale, w, h)
+        img = img.copy()
+        img[~inside] = 255
+    return img
+
+
+def _inside_mask(reg, box, scale: float, w: int, h: int) -> np.ndarray:
+    ys, xs = np.mgrid[:h, :w]
+    xy = np.c_[(xs.ravel() + 0.5) * scale - 0.5 + box[0], (ys.ravel() + 0.5) * scale - 0.5 + box[1]]
+    return reg.contains(xy).reshape(h, w)
+
+
+def _window_points(annotation: str, region_index: int, box, scale: float, classes: tuple[str, ...]) -> Points:
+    """The clicked points inside one region and window, in the window's model px."""
+    ann = _read(Path(annotation))
+    reg = ann.regions[region_index]
+    xy = ann.xy
+    w, h = _size(box, scale)
+    x = (xy[:, 0] - box[0] + 0.5) / scale - 0.5
+    y = (xy[:, 1] - box[1] + 0.5) / scale - 0.5
+    keep = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
+    keep &= reg.contains(xy) if len(xy) else keep
+    for k, other in enumerate(ann.regions):  # Ignore* regions win over every other
+        if _is_ignore(other) and len(xy):
+            keep &= ~other.contains(xy)
+    labels = np.array([class_of(ann.names[i], classes, Path(annotation)) for i in np.flatnonzero(keep)], np.int64)
+    return Points(np.c_[x[keep], y[keep]], labels, classes)
+
+
+def dataset(root: str | Path, split: str = "train", classes=None, mpp: float | None = None, window: int = WINDOW,
+            backend: str = "auto", drop_outside: bool = False) -> PointDataset:  # fmt: skip
+    """The windows of one split (``train``: the regions; ``validation``: the exhaustive
+    regions) of every slide in ``root`` with a QuPath export beside it, at ``mpp`` um
+    per px (the model's resolution, ``eval.mpp``)."""
+    from ..slide import open_slide
+
+    if split not in SPLITS:
+        raise ConfigError(f"slide data has the splits {list(SPLITS)}, not {split!r}")
+    if mpp is None:
+        raise ConfigError("slide data needs the model's resolution: set eval.mpp (um per px), e.g. eval.mpp=0.5")
+    classes = tuple(classes) if classes else ("positive", "negative")
+    root = Path(root)
+    items = []
+    outside = 0
+    for sp in _slides_in(root):
+        ann_path = annotation_file(sp)
+        ann = _read(ann_path)
+        with open_slide(sp, backend=backend) as s:
+            if s.mpp is None:
+                raise AnnotationError(f"{sp}: the slide has no resolution (um per px); training needs it to read at eval.mpp")
+            scale = mpp / s.mpp
+            if abs(scale - 1) < 0.02:
+                scale = 1.0
+            W0, H0 = s.dimensions
+        if split == "train" and len(ann.xy):
+            inside = np.zeros(len(ann.xy), bool)
+            for reg in ann.regions:
+                if not _is_ignore(reg):
+                    inside |= reg.contains(ann.xy)
+            outside += int((~inside).sum())
+        for k, reg in enumerate(ann.regions):
+            if _is_ignore(reg) or is_exhaustive(reg) != (split == "validation"):
+                continue
+            for j, box in enumerate(_windows(reg.bounds, scale, window, W0, H0)):
+                iid = f"{sp.stem}#r{k}" + (f"w{j}" if j else "")
+                items.append(Item(iid, sp, ann_path,
+                                  functools.partial(_window_points, str(ann_path), k, box, scale, classes),
+                                  functools.partial(_window_image, str(sp), box, scale,
+                                                    k if split == "validation" else None, str(ann_path), backend)))  # fmt: skip
+    if outside:
+        warnings.warn(f"{root}: {outside} clicked points lie outside every region and were ignored")
+    if not items:
+        what = "exhaustive regions (class 'Exhaustive')" if split == "validation" else "region annotations"
+        raise AnnotationError(f"{root}: the slides' QuPath exports hold no {what} for the {split} split")
+    return PointDataset(items, classes, name=f"slides/{split}", drop_outside=True)
+
+
+def splits(root: str | Path | None = None) -> list[str]:
+    return list(SPLITS)
