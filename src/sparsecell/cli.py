@@ -1,4 +1,4 @@
-"""The ``sparsecell`` command: train, evaluate, predict, demo.
+"""The ``sparsecell`` command: train, evaluate, predict, export, demo.
 
 Each subcommand is a thin wrapper of the Python API (:func:`sparsecell.train.train`,
 :class:`sparsecell.inference.Detector`, :func:`sparsecell.inference.evaluate`).
@@ -20,6 +20,7 @@ EXAMPLES = {
     "train": "example:\n  sparsecell train configs/crchisto.yaml data.root=../shared/data/crchisto data.keep=0.25 loss.name=sel_sfl",
     "evaluate": "example:\n  sparsecell evaluate runs/train/checkpoints/best.ckpt ../shared/data/crchisto --split test --radius 6",
     "predict": "example:\n  sparsecell predict runs/train/checkpoints/best.ckpt slide_tile1.png slide_tile2.png --out predictions/",
+    "export": "example:\n  sparsecell export runs/train/checkpoints/best.ckpt model.onnx\n  sparsecell predict model.onnx slides/ --out results/",
     "demo": "example:\n  sparsecell demo            # synthetic IHC tiles, 25% labels, CE vs const vs SEL+SFL",
 }
 
@@ -270,6 +271,14 @@ def _barrier() -> None:
     dist.barrier()
 
 
+def cmd_export(args) -> int:
+    from .export import export_onnx
+
+    out = export_onnx(args.checkpoint, args.out, overwrite=args.overwrite)
+    print(f"wrote {out} (ONNX; predict runs it with onnxruntime: sparsecell predict {out} ...)")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -339,6 +348,12 @@ def build_parser() -> argparse.ArgumentParser:
     sl.add_argument("--class-map", nargs="+", metavar="NAME=QUPATH", help="class names for QuPath, e.g. positive='Tumor: Positive'")
     sl.add_argument("--quiet", action="store_true", help="no progress bars or per-slide lines")
     pr.set_defaults(func=cmd_predict)
+
+    x = sub.add_parser("export", help="export a checkpoint to ONNX (for onnxruntime)", epilog=EXAMPLES["export"], formatter_class=fmt)
+    x.add_argument("checkpoint")
+    x.add_argument("out", help="the .onnx file to write")
+    x.add_argument("--overwrite", action="store_true", help="replace the file if it exists")
+    x.set_defaults(func=cmd_export)
 
     d = sub.add_parser("demo", help="the main job: CE vs const vs SEL+SFL on synthetic IHC tiles with 25%% of the labels",
                        epilog=EXAMPLES["demo"], formatter_class=fmt)  # fmt: skip

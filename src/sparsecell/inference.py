@@ -138,7 +138,14 @@ class Detector:
 
     @classmethod
     def from_checkpoint(cls, path, device: str | None = None) -> "Detector":
-        """Load a checkpoint written by ``sparsecell train`` (safely: ``weights_only``)."""
+        """Load a checkpoint written by ``sparsecell train`` (safely: ``weights_only``),
+        or an ONNX export of one (``.onnx``: run by onnxruntime on the CPU)."""
+        from pathlib import Path
+
+        if Path(path).suffix.lower() == ".onnx":
+            from .export import read_onnx
+
+            return read_onnx(path)
         from .checkpoint import read_checkpoint
         from .errors import CheckpointError
         from .models import build_model

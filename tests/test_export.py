@@ -1,0 +1,64 @@
+"""ONNX export: onnxruntime's heatmaps match PyTorch's, and the pipelines run it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import TINY
+from sparsecell.config import load_config
+from sparsecell.train import train
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    from sparsecell.export import export_onnx
+
+    out = tmp_path_factory.mktemp("onnx")
+    ck = train(load_config(None, TINY + ["eval.mpp=0.5", f"train.out_dir={out / 'run'}"]), quiet=True).best_checkpoint
+    return ck, export_onnx(ck, out / "model.onnx", example_side=128)
+
+
+def test_onnx_heatmaps_match_pytorch(exported):
+    from sparsecell.export import ONNX_TOLERANCE
+    from sparsecell.inference import Detector
+
+    ck, onnx_path = exported
+    torch_det, onnx_det = Detector.from_checkpoint(ck, device="cpu"), Detector.from_checkpoint(onnx_path)
+    assert onnx_det.classes == torch_det.classes and onnx_det.threshold == torch_det.threshold
+    assert onnx_det.eval == torch_det.eval
+    rng = np.random.default_rng(0)
+    for h, w in [(128, 128), (96, 160), (75, 130)]:  # other sides than the example, and a padded one
+        img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+        a, b = torch_det.heatmap(img), onnx_det.heatmap(img)
+        assert a.shape == b.shape == (3, h, w)
+        assert np.abs(a - b).max() < ONNX_TOLERANCE
+
+
+def test_the_slide_pipeline_runs_the_onnx_model(exported, tmp_path):
+    from slide_fixtures import blob_image, write_svs
+
+    from sparsecell.inference import Detector
+    from sparsecell.slide_predict import SlideRun, predict_slides
+
+    ck, onnx_path = exported
+    write_svs(tmp_path / "s.svs", blob_image(600, 500), mpp=0.5)
+    got = {}
+    for name, det in (("torch", Detector.from_checkpoint(ck, device="cpu")), ("onnx", Detector.from_checkpoint(onnx_path))):
+        det.tile, det.halo = 256, 32
+        [s] = predict_slides(det, [tmp_path / "s.svs"], tmp_path / name, SlideRun(0.3, 0.5, "0" * 64, progress=False),
+                             log=lambda m: None)  # fmt: skip
+        got[name] = s["counts"]
+    assert got["torch"] == got["onnx"]
+
+
+def test_export_refuses_to_overwrite(exported):
+    from sparsecell.errors import SparsecellError
+    from sparsecell.export import export_onnx
+
+    ck, onnx_path = exported
+    with pytest.raises(SparsecellError, match="exists"):
+        export_onnx(ck, onnx_path)
