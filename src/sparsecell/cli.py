@@ -61,6 +61,21 @@ def _number(kind: str, rule: tuple):
     return parse
 
 
+def _count(low: int):
+    """An argparse type: a whole number >= ``low``."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"{text} is below {low}")
+        return v
+
+    return parse
+
+
 POSITIVE = _number("positive number", ("(", 0, float("inf"), ")"))
 THRESHOLD = _number("threshold", RULES["eval.threshold"])  # the range eval.threshold has in a config
 
@@ -202,7 +217,13 @@ def _predict_slides(args) -> int:
     from .inference import Detector
     from .slide_predict import SlideRun, file_sha256, predict_slides, shard, slide_inputs, write_cohort
 
-    det = Detector.from_checkpoint(args.checkpoint, device=args.device)
+    rank, world, local = _distributed()
+    device = args.device
+    if device is None and world > 1:
+        import torch
+
+        device = f"cuda:{local % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
+    det = Detector.from_checkpoint(args.checkpoint, device=device)
     model_mpp = args.model_mpp if args.model_mpp is not None else det.eval.mpp
     if model_mpp is None:
         raise SparsecellError(f"{args.checkpoint}: the checkpoint does not record the resolution it was trained at "
@@ -226,28 +247,36 @@ def _predict_slides(args) -> int:
                    rois=rois, batch_size=args.batch_size, num_workers=args.num_workers, mpp=args.mpp,
                    backend=args.backend, class_map=class_map, progress=not args.quiet)  # fmt: skip
     log = (lambda m: None) if args.quiet else print
-    if count > 1 or _world() > 1:
+    if count > 1:
         log(f"shard {index}/{count}: {len(paths)} slides")
     predict_slides(det, paths, out, run, overwrite=args.overwrite, log=log)
     _barrier()
-    if _rank() == 0:
+    if _distributed()[0] == 0:
         cohort = write_cohort(out)
         log(f"wrote a folder per slide (cells.geojson.gz for QuPath, cells.csv.gz, summary.json, overview.png) and {cohort}")
     return 0
 
 
-def _rank() -> int:
-    return int(os.environ.get("RANK", "0"))
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank) of this process: torchrun's variables (RANK,
+    WORLD_SIZE, LOCAL_RANK), else a SLURM job step's (through Lightning's SLURM
+    environment, which also names the main node for the final barrier), else (0, 1, 0)."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ:
+        from lightning.fabric.plugins.environments import SLURMEnvironment
 
-
-def _world() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
+        if SLURMEnvironment.detect():
+            env = SLURMEnvironment()
+            os.environ.setdefault("MASTER_ADDR", env.main_address)
+            os.environ.setdefault("MASTER_PORT", str(env.main_port))
+            return env.global_rank(), env.world_size(), env.local_rank()
+    return 0, 1, 0
 
 
 def _shard_of(text: str | None) -> tuple[int, int]:
-    """``--shard i/N``; under torch.distributed (RANK, WORLD_SIZE set, e.g. by torchrun or
-    SLURM via Lightning's environment) each rank takes the shard of its rank, within the
-    ``--shard`` if both are given."""
+    """``--shard i/N``; under torch.distributed (torchrun, or SLURM) each rank takes the
+    shard of its rank, within the ``--shard`` if both are given."""
     if text:
         try:
             i, n = (int(v) for v in text.split("/"))
@@ -257,18 +286,24 @@ def _shard_of(text: str | None) -> tuple[int, int]:
             raise SparsecellError(f"--shard {text}: need 0 <= i < N")
     else:
         i, n = 0, 1
-    return i * _world() + _rank(), n * _world()
+    rank, world, _ = _distributed()
+    return i * world + rank, n * world
 
 
 def _barrier() -> None:
-    """Wait for every rank (when run under torch.distributed), so rank 0 merges the cohort last."""
-    if _world() <= 1:
+    """Wait for every rank (under torch.distributed), so rank 0 writes the cohort table
+    once all slides are done. The wait may be long: one rank's slides can take hours."""
+    from datetime import timedelta
+
+    rank, world, _ = _distributed()
+    if world <= 1:
         return
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        dist.init_process_group("gloo")
+        dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(days=7))
     dist.barrier()
+    dist.destroy_process_group()
 
 
 def cmd_export(args) -> int:
@@ -342,8 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     sl.add_argument("--roi", help="QuPath GeoJSON with polygon annotations: score only inside them (level-0 px)")
     sl.add_argument("--no-tissue", action="store_true", help="run every tile, glass included (default: a tissue mask)")
     sl.add_argument("--shard", help="i/N: run every N-th slide starting at i (job arrays); ranks of torchrun split further")
-    sl.add_argument("--batch-size", type=int, default=4, help="tiles per model batch (default 4)")
-    sl.add_argument("--num-workers", type=int, default=0, help="tile-reading worker processes (default 0)")
+    sl.add_argument("--batch-size", type=_count(1), default=4, help="tiles per model batch (default 4)")
+    sl.add_argument("--num-workers", type=_count(0), default=0, help="tile-reading worker processes (default 0)")
     sl.add_argument("--backend", default="auto", choices=["auto", "tiffslide", "openslide", "image"], help="slide reader")
     sl.add_argument("--class-map", nargs="+", metavar="NAME=QUPATH", help="class names for QuPath, e.g. positive='Tumor: Positive'")
     sl.add_argument("--quiet", action="store_true", help="no progress bars or per-slide lines")

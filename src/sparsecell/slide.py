@@ -32,6 +32,7 @@ the file.
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 import os
@@ -42,6 +43,9 @@ from typing import Any
 import numpy as np
 
 from .errors import ImageError, SlideError
+
+# tifffile logs damaged pages ("invalid page offset") itself; the one-line SlideError says it instead
+logging.getLogger("tifffile").setLevel(logging.CRITICAL)
 
 __all__ = [
     "BACKENDS",
