@@ -221,8 +221,45 @@ def _cases() -> list[Case]:
              setup=lambda w: _write("trunc.png", (w / "inputs/tiles/t0.png").read_bytes()[:300])(w)),
         Case("images", "a text file named .png", P("text.png", "--out", "o"), setup=_write("text.png", "hello\n")),
         Case("images", "an image that does not exist", P("none.png", "--out", "o")),
+        # whole slides (a 640 x 480 SVS at 0.5 um/px; the model's resolution given with --model-mpp)
+        *[Case("slides", what, P(*a, "--out", "os", "--model-mpp", "0.5"), setup=setup,
+               check=lambda w, p: "slide outputs left" if (w / "os").exists() and any((w / "os").iterdir()) else None)
+          for what, a, setup in [
+              ("a slide without a resolution", ["nompp.svs"], _slide("nompp.svs", mpp=None)),
+              ("a truncated slide", ["cut.svs"], _slide("cut.svs", damage="truncate")),
+              ("a slide with a corrupt tile", ["bad.svs"], _slide("bad.svs", damage="tile")),
+              ("a 72 dpi TIFF as a slide (353 um/px)", ["dpi.tif", "--slides"], _slide("dpi.tif", damage="dpi")),
+              ("an ROI outside the slide", ["ok.svs", "--roi", "roi.geojson"], lambda w: (_slide("ok.svs")(w), _write("roi.geojson", json.dumps(
+                  {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[9000, 9000], [9900, 9000], [9900, 9900], [9000, 9000]]]},
+                   "properties": {}}))(w))),
+              ("an ROI file that is not JSON", ["ok.svs", "--roi", "roi.txt"], lambda w: (_slide("ok.svs")(w), _write("roi.txt", "{oops")(w))),
+              ("`--shard 3/2`", ["ok.svs", "--shard", "3/2"], _slide("ok.svs")),
+              ("a folder with no slide", ["empty/"], lambda w: (w / "empty").mkdir(exist_ok=True)),
+          ]],
+        Case("slides", "a checkpoint without a resolution and no `--model-mpp`",
+             lambda w: ["predict", str(w / "inputs" / "model.ckpt"), str(w / "ok.svs"), "--out", str(w / "os")], setup=_slide("ok.svs")),
     ]
     return cases
+
+
+def _slide(name: str, mpp: float | None = 0.5, damage: str | None = None) -> Callable[[Path], None]:
+    """A small synthetic SVS (the tests' writer), damaged as asked."""
+
+    def setup(work: Path) -> None:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from slide_fixtures import blob_image, corrupt_tile, truncate, write_svs, write_tiff
+
+        img = blob_image(640, 480)
+        if damage == "dpi":
+            write_tiff(work / name, img)
+            return
+        write_svs(work / name, img, mpp=mpp, tile=128)
+        if damage == "truncate":
+            truncate(work / name, 0.4)
+        elif damage == "tile":
+            corrupt_tile(work / name, page=0, tile_index=5)
+
+    return setup
 
 
 def main() -> None:

@@ -37,6 +37,7 @@ import math
 import numbers
 import os
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,10 @@ from .errors import ImageError, SlideError
 
 # tifffile logs damaged pages ("invalid page offset") itself; the one-line SlideError says it instead
 logging.getLogger("tifffile").setLevel(logging.CRITICAL)
+# tiffslide decodes through zarr's own asyncio loop: after a bad tile, asyncio reports the
+# sibling reads it drops ("Task was destroyed but it is pending") at exit
+logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+warnings.filterwarnings("ignore", message=r"coroutine 'concurrent_map\.<locals>\.run' was never awaited", category=RuntimeWarning)
 
 __all__ = [
     "BACKENDS",

@@ -214,15 +214,23 @@ def _box_meets(a, b) -> bool:
 def predict_slide(detector, path: Path, out_dir: Path, run: SlideRun) -> dict:
     """Run one slide and write its folder ``out_dir`` (which must not exist); return
     its summary. See the module docstring for the steps."""
+    from .slide import open_slide
+
+    path = Path(path)
+    slide = open_slide(path, backend=run.backend, mpp=run.mpp)
+    try:
+        return _predict_open_slide(detector, slide, path, Path(out_dir), run)
+    finally:
+        slide.close()
+
+
+def _predict_open_slide(detector, slide, path: Path, out_dir: Path, run: SlideRun) -> dict:
     import torch
 
     from .ki67 import MIN_CELLS, CountGrid, is_negative, is_positive, ki67_index
     from .qupath import DetectionWriter
-    from .slide import open_slide
 
-    path = Path(path)
     t_start = time.time()
-    slide = open_slide(path, backend=run.backend, mpp=run.mpp)
     if slide.mpp is None:
         raw = getattr(slide, "mpp_raw", None)
         why = f"its resolution {raw:g} um/px is not plausible" if raw else "it has no resolution (um per pixel)"
@@ -253,7 +261,6 @@ def predict_slide(detector, path: Path, out_dir: Path, run: SlideRun) -> dict:
     per_class = np.zeros(len(classes), np.int64)
     per_roi = np.zeros((len(rois) if rois else 0, len(classes)), np.int64)
 
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True)
     id_key = f"{slide_name(path)}:{os.path.getsize(path)}:{run.model_sha[:16]}"
     writer = DetectionWriter(out_dir / "cells.geojson.gz", classes, id_key, mapping=run.class_map).open()
@@ -366,7 +373,6 @@ def predict_slide(detector, path: Path, out_dir: Path, run: SlideRun) -> dict:
             writer.close(complete=not failure)
         finally:
             csv_f.close()
-        slide.close()
     if failure:
         raise failure[0]
     if seams.pending:  # every tile was given: nothing may wait
