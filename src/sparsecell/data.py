@@ -103,7 +103,31 @@ def augment(image: np.ndarray, points: Points, rng: np.random.Generator, flips: 
         od = np.clip(od * scale + shift, 0.0, None)
         rgb = np.clip(256.0 * np.exp(-od) - 1.0, 0, 255).astype(np.uint8)
         image = np.concatenate([rgb, image[..., 3:]], axis=-1) if image.shape[-1] > 3 else rgb
-    return image, Points(xy, points.labels, points.classes)
+    return image, Points(xy, points.labels, points.classes, points.scores)
+
+
+def weight_map(points: Points, shape: tuple[int, int], radius: float) -> np.ndarray:
+    """(H, W) float32: each point's weight (its ``scores``) on the pixels within ``radius``
+    of it (the nearest point's where discs overlap), 1 elsewhere."""
+    from scipy.ndimage import distance_transform_edt
+
+    H, W = shape
+    out = np.ones((H, W), np.float32)
+    if not len(points):
+        return out
+    seeds = np.zeros((H, W), bool)
+    col = np.clip(np.round(points.xy[:, 0]).astype(int), 0, W - 1)
+    row = np.clip(np.round(points.xy[:, 1]).astype(int), 0, H - 1)
+    inside = (points.xy[:, 0] > -radius) & (points.xy[:, 0] < W + radius) & (points.xy[:, 1] > -radius) & (points.xy[:, 1] < H + radius)
+    if not inside.any():
+        return out
+    seeds[row[inside], col[inside]] = True
+    lookup = np.zeros((H, W), np.float32)
+    lookup[row[inside], col[inside]] = points.scores[inside]
+    dist, (ri, ci) = distance_transform_edt(~seeds, return_indices=True)
+    near = dist <= radius
+    out[near] = lookup[ri[near], ci[near]]
+    return out
 
 
 class CropDataset:
@@ -121,7 +145,8 @@ class CropDataset:
 
     def __init__(self, images: Sequence[np.ndarray], points: Sequence[Points], crop: int, stride: int, sigma: float,
                  crops_per_image: int = 4, seed: int = 0, flips: bool = True, rot90: bool = True,
-                 colour_jitter: float = 0.0, regions: Sequence[Sequence[tuple]] | None = None):
+                 colour_jitter: float = 0.0, regions: Sequence[Sequence[tuple]] | None = None,
+                 click_weights: Sequence[np.ndarray] | None = None):
         if crop % stride:
             raise ConfigError(f"data.crop = {crop} is not a multiple of the model stride {stride}")
         if len(images) != len(points) or not images:
@@ -140,6 +165,8 @@ class CropDataset:
                 self.known.append(mask)
         #: per image, the pseudo-labelled cells (set between epochs by pseudo-labelling), or None
         self.pseudo: list[Points] | None = None
+        #: per image, a weight per click (``pu_sar``), or None
+        self.click_weights = None if click_weights is None else [np.asarray(w, np.float64) for w in click_weights]
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -170,9 +197,12 @@ class CropDataset:
         if known is not None:  # the annotated regions travel with the crop as a 4th channel
             crop = np.concatenate([crop[..., :3], known[y0:y0 + c, x0:x0 + c]], axis=-1)
         n_click = len(pts)
+        if self.click_weights is not None:  # the weights travel with the points (as their scores)
+            pts = Points(pts.xy, pts.labels, pts.classes, self.click_weights[k])
         if self.pseudo is not None:
             extra = self.pseudo[k]
-            pts = Points(np.concatenate([pts.xy, extra.xy]), np.concatenate([pts.labels, extra.labels]), pts.classes)
+            sc = None if pts.scores is None else np.concatenate([pts.scores, np.ones(len(extra))])
+            pts = Points(np.concatenate([pts.xy, extra.xy]), np.concatenate([pts.labels, extra.labels]), pts.classes, sc)
         m = 4 * self.sigma
         near = (pts.xy[:, 0] > x0 - m - 1) & (pts.xy[:, 0] < x0 + c + m) & (pts.xy[:, 1] > y0 - m - 1) & (pts.xy[:, 1] < y0 + c + m)
         local = pts.subset(near).translate(-x0, -y0)  # points just outside still shape the target
@@ -185,6 +215,8 @@ class CropDataset:
         if self.pseudo is not None:
             extras["pseudo"] = torch.from_numpy(gaussian_heatmap(local.subset(~clicked), (c, c), self.sigma))
             local = local.subset(clicked)
+        if self.click_weights is not None:
+            extras["weight"] = torch.from_numpy(weight_map(local, (c, c), 3.0 * self.sigma))
         target = gaussian_heatmap(local, (c, c), self.sigma)
         labelled = node_labels(local, (c, c), self.stride)
         return to_tensor(crop), torch.from_numpy(target), torch.from_numpy(labelled), extras

@@ -65,6 +65,7 @@ METHODS: dict[str, list[str]] = {
     "pu_oracle": ["loss.name=pu", "loss.pu_keep={keep}"],
     "sel_pu_oracle": ["loss.name=sel_pu", "loss.pu_keep={keep}"],
     "pu_pseudo": ["loss.name=pu_pseudo"],
+    "pu_sar": ["loss.name=pu_sar"],
     # the first version: a stricter threshold, two rounds in a row, the censoring form of the risk
     "pu_pseudo_v1": ["loss.name=pu_pseudo", "loss.pseudo_precision=0.8", "loss.pseudo_stable=true",
                      "loss.pseudo_censoring=true"],

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 import lightning as L
+import numpy as np
 import torch
 
 from .config import Config
@@ -50,13 +51,14 @@ class PointDataModule(L.LightningDataModule):
     """Training crops of the sparse annotations; full validation images (batch 1)."""
 
     def __init__(self, cfg: Config, stride: int, train: list[Sample], val: list[Sample], train_points: list[Points],
-                 regions: list | None = None):  # fmt: skip
+                 regions: list | None = None, click_weights: list | None = None):  # fmt: skip
         super().__init__()
         self.cfg, self.stride = cfg, stride
         d = cfg.data
         self.crops = CropDataset(
             [s.image for s in train], train_points, d.crop, stride, d.sigma, d.crops_per_image,
             seed=cfg.train.seed, flips=d.flips, rot90=d.rot90, colour_jitter=d.colour_jitter, regions=regions,
+            click_weights=click_weights,
         )  # fmt: skip
         self.val = val
 
@@ -117,7 +119,7 @@ class SparseCellModule(L.LightningModule):
         x, target, labelled, extras = batch
         out = self.model(x)
         parts = self.loss_fn(out.logits, out.embedding, target, labelled, step=self.global_step, images=x,
-                             known=extras.get("known"), pseudo=extras.get("pseudo"))  # fmt: skip
+                             known=extras.get("known"), pseudo=extras.get("pseudo"), weight=extras.get("weight"))  # fmt: skip
         bad = (~torch.isfinite(parts["loss"].detach())).float()
         if self.trainer.world_size > 1:  # every rank stops together, none waits for the others forever
             bad = self.trainer.strategy.reduce(bad, reduce_op="sum")
@@ -357,7 +359,8 @@ def train(cfg: Config, resume: str | Path | None = None, quiet: bool = False, ca
                                   n_train=len(train_s))  # fmt: skip
     except ValueError as e:  # a model setting its size does not take, or out of its range
         raise ConfigError(f"model: {e}") from None
-    dm = PointDataModule(cfg, module.model.stride, train_s, val_s, train_points, regions)
+    weights = _click_weights(train_s, train_points, val_s, cfg) if module.loss_fn.click_weights else None
+    dm = PointDataModule(cfg, module.model.stride, train_s, val_s, train_points, regions, weights)
     if not quiet and os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("RANK", "0") == "0":
         n_par = sum(p.numel() for p in module.model.parameters())
         print(f"sparsecell train: {len(train_s)} training / {len(val_s)} validation images ({len(classes)} classes), "
@@ -365,9 +368,33 @@ def train(cfg: Config, resume: str | Path | None = None, quiet: bool = False, ca
               f"-> {out}", flush=True)  # fmt: skip
         if estimate is not None:
             print(f"sparsecell train: {estimate.text()}", flush=True)
+        if weights is not None:
+            w = np.concatenate(weights) if weights else np.ones(1)
+            print(f"sparsecell train: click weights for conspicuous clicking: {w.min():.2f}-{w.max():.2f} "
+                  f"(median {np.median(w):.2f}; faint clicks weigh more)", flush=True)  # fmt: skip
     with _quiet_lightning():
         result = _fit(cfg, module, dm, out, ckpt_dir, resume, quiet, callbacks)
     return dataclasses.replace(result, keep_estimate=estimate.share if estimate else None)
+
+
+def _click_weights(train_s: Sequence[Sample], train_points: Sequence[Points], val_s: Sequence[Sample], cfg: Config) -> list:
+    """Per training image, each click's weight (:func:`sparsecell.losses.prior.click_weights`):
+    conspicuity of the clicks against that of every validation cell."""
+    from .losses.prior import click_weights
+    from .targets import conspicuity
+
+    r = cfg.data.sigma
+    cz = [conspicuity(s.image, p, r) for s, p in zip(train_s, train_points)]
+    vz = np.concatenate([conspicuity(s.image, s.points, r) for s in val_s] or [np.zeros(0)])
+    vl = np.concatenate([s.points.labels for s in val_s] or [np.zeros(0, int)])
+    n_classes = train_points[0].num_classes if train_points else 1
+    flat = click_weights(np.concatenate(cz or [np.zeros(0)]), np.concatenate([p.labels for p in train_points] or [np.zeros(0, int)]),
+                         vz, vl, n_classes)  # fmt: skip
+    out, i = [], 0
+    for p in train_points:
+        out.append(flat[i:i + len(p)])
+        i += len(p)
+    return out
 
 
 def _keep_estimate(train_s: Sequence[Sample], train_points: Sequence[Points], val_s: Sequence[Sample]) -> KeepEstimate | None:

@@ -27,7 +27,9 @@ and its members differ in the weight E:
 
 ``pu`` (a peer for missing annotations) replaces the weighting by a non-negative
 positive-unlabelled risk estimate. ``sel_pu`` (sparsecell's variant) is ``pu`` whose
-unlabelled pixels are weighted by the semantic energy, plus SFL.
+unlabelled pixels are weighted by the semantic energy, plus SFL. ``pu_pseudo`` adds
+progressive pseudo-labels; ``pu_sar`` weights each click by its inverse click
+propensity (clicks biased towards conspicuous cells stand for all cells again).
 
 This module imports no torch: the config reads :data:`ROLES` from it.
 """
@@ -56,10 +58,11 @@ ROLES = {
     "sel_pu": "ours",
     "teacher": "ours",
     "pu_pseudo": "ours",
+    "pu_sar": "ours",
 }
 
 #: The losses built on the PU risk (they need the share of annotated cells or a prior).
-PU_LOSSES = ("pu", "sel_pu", "pu_pseudo")
+PU_LOSSES = ("pu", "sel_pu", "pu_pseudo", "pu_sar")
 
 #: sparsecell's default sparse method: the one with the best mean validation F1 in
 #: the 3-seed evidence run on CRCHisto and BCData (see the README); the paper's

@@ -149,6 +149,7 @@ def pu_risk(
     known: torch.Tensor | None = None,
     positive: torch.Tensor | None = None,
     censoring: bool = False,
+    pos_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Non-negative positive-unlabelled risk on pixels (nnPU, Kiryo et al., NeurIPS
     2017), as used for cell detection with incomplete annotations by Zhao et al.,
@@ -187,6 +188,11 @@ def pu_risk(
 
     which matters once many positives are labelled (pseudo-labels); the default is
     nnPU's case-control form above.
+
+    ``pos_weight`` (B, H, W), if given, weights each positive pixel within ``R_p`` (a
+    weighted mean; e.g. the clicks' importance weights of
+    :func:`sparsecell.losses.prior.click_weights`, so that clicks biased towards
+    conspicuous cells stand for all cells). The prior is unchanged.
     """
     logp = _log_probs(logits)
     t = target.float()
@@ -206,7 +212,8 @@ def pu_risk(
     cls = t[:, 1:] / t[:, 1:].sum(1, keepdim=True).clamp_min(1e-6)  # class distribution at positives
     l_pos = -(cls * logp[:, 1:]).sum(1)
     l_neg = -logp[:, 0]
-    np_ = wpos.sum().clamp_min(1e-6)
+    wp = wpos if pos_weight is None else wpos * pos_weight.float()  # the weights of R_p's positives
+    np_ = wp.sum().clamp_min(1e-6)
     if unl_weight is not None:
         wunl = wunl * unl_weight.float()
     nu = wunl.detach().sum().clamp_min(1e-6)
@@ -218,8 +225,8 @@ def pu_risk(
         raise ValueError("pu_risk: give the prior or the share of annotated cells (keep)")
     else:
         prior_t = (wclick.mean() / keep).clamp(1e-4, 0.5)
-    r_pos = (wpos * l_pos).sum() / np_
-    r_pos_neg = (wpos * l_neg).sum() / np_
+    r_pos = (wp * l_pos).sum() / np_
+    r_pos_neg = (wp * l_neg).sum() / np_
     r_unl_neg = (wunl * l_neg).sum() / nu
     if censoring:
         pi_l = wpos.mean().detach()

@@ -30,6 +30,7 @@ class SparseLoss(torch.nn.Module):
     uses_embedding: ClassVar[bool] = False  # reads the node embedding (the energy, SFL)
     per_class_energy: ClassVar[bool] = True  # with several classes: an energy per class (False: the paper's one energy)
     pseudo_labels: ClassVar[bool] = False  # trains on pseudo-labels (sparsecell.pseudo) as well as the clicks
+    click_weights: ClassVar[bool] = False  # weights each click by its inverse click propensity (losses.prior.click_weights)
 
     def __init__(self, cfg, data, keep_estimate: float | None = None) -> None:
         super().__init__()
@@ -42,10 +43,12 @@ class SparseLoss(torch.nn.Module):
         """Called after every optimiser step."""
 
     def forward(self, logits, embedding, target, labelled, step: int | None = None, images: torch.Tensor | None = None,
-                known: torch.Tensor | None = None, pseudo: torch.Tensor | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+                known: torch.Tensor | None = None, pseudo: torch.Tensor | None = None,
+                weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
         """``known`` (B, H, W): 1 inside regions annotated completely (region
         annotations), where an unclicked pixel is background; ``pseudo`` (B, C+1, H, W):
-        the target of pseudo-labelled cells (``pu_pseudo``)."""
+        the target of pseudo-labelled cells (``pu_pseudo``); ``weight`` (B, H, W): each
+        clicked pixel's click weight (``pu_sar``), 1 elsewhere."""
         raise NotImplementedError
 
     def energy(self, embedding: torch.Tensor, labelled: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -85,7 +88,7 @@ class CrossEntropy(SparseLoss):
             E[:, 0] = 0.0
         return k + (1.0 - k) * E
 
-    def forward(self, logits, embedding, target, labelled, step=None, images=None, known=None, pseudo=None):
+    def forward(self, logits, embedding, target, labelled, step=None, images=None, known=None, pseudo=None, weight=None):
         E = self.weights(embedding, labelled, tuple(logits.shape[-2:]), step, images)
         if known is not None:
             E = self.region_weights(E, known, target.shape[1])
@@ -208,8 +211,37 @@ class PositiveUnlabelled(SparseLoss):
         super().__init__(cfg, data, keep_estimate)
         self.keep = None if cfg.pu_prior is not None else annotated_share(cfg, data, keep_estimate)
 
-    def forward(self, logits, embedding, target, labelled, step=None, images=None, known=None, pseudo=None):
+    def forward(self, logits, embedding, target, labelled, step=None, images=None, known=None, pseudo=None, weight=None):
         pixel = pu_risk(logits, target, self.cfg.pu_prior, self.keep, known=known)
+        return {"loss": self.cfg.lambda1 * pixel, "pixel": pixel.detach()}
+
+
+class SalienceCorrectedPU(PositiveUnlabelled):
+    """``pu_sar`` (sparsecell's method): the PU risk with each click weighted by how
+    unlikely the annotator was to click a cell like it.
+
+    Real annotators click the conspicuous (dark) cells first, so the clicks are not a
+    random sample of the cells, which the PU risk assumes: it then learns what the
+    clicked cells look like and leaves the faint ones as background. The algorithm:
+
+    1. Before training, the conspicuity of every click (:func:`sparsecell.targets.conspicuity`,
+       the optical density around it) and of every cell of the completely annotated
+       validation images is measured.
+    2. Each click gets the weight ``p(z | cell) / p(z | clicked)`` of its conspicuity
+       ``z``, per class (:func:`sparsecell.losses.prior.click_weights`): the inverse of
+       the click propensity, up to a constant.
+    3. The PU risk's positive part is the weighted mean over the clicked pixels
+       (:func:`~sparsecell.losses.functional.pu_risk`'s ``pos_weight``); the prior and the
+       rest are ``pu``'s.
+
+    Under random clicks every weight is about 1 and this is ``pu``.
+    """
+
+    name = "pu_sar"
+    click_weights: ClassVar[bool] = True
+
+    def forward(self, logits, embedding, target, labelled, step=None, images=None, known=None, pseudo=None, weight=None):
+        pixel = pu_risk(logits, target, self.cfg.pu_prior, self.keep, known=known, pos_weight=weight)
         return {"loss": self.cfg.lambda1 * pixel, "pixel": pixel.detach()}
 
 
@@ -220,7 +252,7 @@ class SemanticEnergyPU(PositiveUnlabelled):
     name = "sel_pu"
     uses_embedding = True
 
-    def forward(self, logits, embedding, target, labelled, step=None, images=None, known=None, pseudo=None):
+    def forward(self, logits, embedding, target, labelled, step=None, images=None, known=None, pseudo=None, weight=None):
         E = self.energy(embedding, labelled, tuple(logits.shape[-2:]))[:, 0]  # background weight (B, H, W)
         pixel = pu_risk(logits, target, self.cfg.pu_prior, self.keep, unl_weight=E, known=known)
         out = {"pixel": pixel.detach(), "energy_mean": E.detach().mean()}
@@ -258,7 +290,7 @@ class PseudoLabelPU(PositiveUnlabelled):
     name = "pu_pseudo"
     pseudo_labels: ClassVar[bool] = True
 
-    def forward(self, logits, embedding, target, labelled, step=None, images=None, known=None, pseudo=None):
+    def forward(self, logits, embedding, target, labelled, step=None, images=None, known=None, pseudo=None, weight=None):
         pixel = pu_risk(logits, target, self.cfg.pu_prior, self.keep, known=known, positive=pseudo,
                         censoring=self.cfg.pseudo_censoring)  # fmt: skip
         out = {"loss": self.cfg.lambda1 * pixel, "pixel": pixel.detach()}
@@ -271,5 +303,5 @@ class PseudoLabelPU(PositiveUnlabelled):
 LOSS_CLASSES: dict[str, type[SparseLoss]] = {
     c.name: c
     for c in (CrossEntropy, ConstantWeight, SemanticEnergy, SemanticEnergySFL, SemanticEnergyPerClass, SemanticEnergySFLPerClass,
-              EMATeacher, PositiveUnlabelled, SemanticEnergyPU, PseudoLabelPU)
+              EMATeacher, PositiveUnlabelled, SemanticEnergyPU, PseudoLabelPU, SalienceCorrectedPU)
 }

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-__all__ = ["KeepEstimate", "estimate_keep"]
+__all__ = ["KeepEstimate", "estimate_keep", "click_weights", "SAR_BINS", "SAR_MAX_WEIGHT"]
 
 
 @dataclass(frozen=True)
@@ -48,3 +48,58 @@ def estimate_keep(clicks: Sequence[int], train_px: Sequence[int], cells: Sequenc
         return None
     share = min(1.0, (n_click / a_train) / (n_cell / a_val))
     return KeepEstimate(share, n_click, a_train, n_cell, a_val)
+
+
+#: Propensity weights: the conspicuity bins (quantiles of the validation cells of a class),
+#: the pseudo-count added to every bin, and the largest weight relative to the mean.
+SAR_BINS = 6
+SAR_SMOOTHING = 1.0
+SAR_MAX_WEIGHT = 5.0
+
+
+def click_weights(click_z: Sequence[float], click_labels: Sequence[int], cell_z: Sequence[float],
+                  cell_labels: Sequence[int], n_classes: int, bins: int = SAR_BINS,
+                  max_weight: float = SAR_MAX_WEIGHT):  # fmt: skip
+    """Importance weights of the clicked cells when the clicks favour conspicuous cells.
+
+    An annotator who clicks dark cells first labels cells with a propensity ``e(z)``
+    that rises with their conspicuity ``z`` (labelled *at random* only given z: the SAR
+    assumption of Bekker et al., "Beyond the selected completely at random assumption
+    for learning from positive and unlabeled data", ECML-PKDD 2019). The clicks are then
+    a biased sample of the cells: ``p(z | clicked) = e(z) p(z | cell) / keep``. Reweighting
+    each click by ``1 / e(z) ~ p(z | cell) / p(z | clicked)`` makes the clicks a fair sample
+    of all cells again. Both densities are estimated without an oracle, per class:
+    ``p(z | cell)`` from the cells of the completely annotated validation images,
+    ``p(z | clicked)`` from the clicks, as histograms over the quantile bins of the
+    validation cells (``bins`` of them, each count plus one). Weights are scaled to mean
+    1 over each class's clicks and capped at ``max_weight`` (the few faint clicks must
+    not carry the whole risk). Under random clicks both histograms agree and every
+    weight is about 1. Returns an array of weights, one per click (1 for a class with no
+    validation cells).
+
+    >>> w = click_weights([3, 3, 3, 1], [0, 0, 0, 0], [1, 1, 3, 3], [0, 0, 0, 0], 1, bins=2)
+    >>> bool(w[3] > w[0])
+    True
+    """
+    import numpy as np
+
+    cz, cl = np.asarray(click_z, float), np.asarray(click_labels, int)
+    vz, vl = np.asarray(cell_z, float), np.asarray(cell_labels, int)
+    w = np.ones(len(cz))
+    for c in range(n_classes):
+        ci, vi = np.flatnonzero(cl == c), np.flatnonzero(vl == c)
+        if len(ci) == 0 or len(vi) < bins:
+            continue
+        edges = np.quantile(vz[vi], np.linspace(0, 1, bins + 1)[1:-1])
+        b_click = np.searchsorted(edges, cz[ci])
+        p_cell = (np.bincount(np.searchsorted(edges, vz[vi]), minlength=bins) + SAR_SMOOTHING) / (len(vi) + bins * SAR_SMOOTHING)
+        p_click = (np.bincount(b_click, minlength=bins) + SAR_SMOOTHING) / (len(ci) + bins * SAR_SMOOTHING)
+        r = (p_cell / p_click)[b_click]
+        r = r / r.mean()
+        for _ in range(50):  # cap, then rescale to mean 1, until both hold
+            r = np.minimum(r, max_weight)
+            r = r / r.mean()
+            if r.max() <= max_weight * (1 + 1e-9):
+                break
+        w[ci] = np.minimum(r, max_weight)
+    return w
