@@ -198,3 +198,14 @@ def test_slide_errors_leave_no_output(tmp_path):
         predict_slides(det, [tmp_path / "bad.svs"], out, run_of(), log=lambda m: None)
     assert "bad.svs" in str(e.value) and "\n" not in str(e.value)
     assert sorted(p.name for p in out.iterdir()) == ["nompp"]  # nothing of the failed slide
+
+
+def test_tile_reading_workers_give_the_same_cells(tmp_path):
+    cells = seam_cells(np.random.default_rng(3))
+    write_svs(tmp_path / "s.svs", plant(768, 640, cells), mpp=0.25)
+    det = blob_detector()
+    got = []
+    for workers in (0, 2):
+        predict_slides(det, [tmp_path / "s.svs"], tmp_path / f"w{workers}", run_of(num_workers=workers, batch_size=2), log=lambda m: None)
+        got.append(read_cells(tmp_path / f"w{workers}" / "s"))
+    np.testing.assert_array_equal(np.sort(got[0][0], axis=0), np.sort(got[1][0], axis=0))

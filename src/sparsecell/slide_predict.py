@@ -211,20 +211,21 @@ def _box_meets(a, b) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def predict_slide(detector, path: Path, out_dir: Path, run: SlideRun) -> dict:
+def predict_slide(detector, path: Path, out_dir: Path, run: SlideRun, label: str | None = None) -> dict:
     """Run one slide and write its folder ``out_dir`` (which must not exist); return
-    its summary. See the module docstring for the steps."""
+    its summary. See the module docstring for the steps. ``label`` heads the progress
+    bar (e.g. "[3/120] S3")."""
     from .slide import open_slide
 
     path = Path(path)
     slide = open_slide(path, backend=run.backend, mpp=run.mpp)
     try:
-        return _predict_open_slide(detector, slide, path, Path(out_dir), run)
+        return _predict_open_slide(detector, slide, path, Path(out_dir), run, label or slide_name(path))
     finally:
         slide.close()
 
 
-def _predict_open_slide(detector, slide, path: Path, out_dir: Path, run: SlideRun) -> dict:
+def _predict_open_slide(detector, slide, path: Path, out_dir: Path, run: SlideRun, label: str) -> dict:
     import torch
 
     from .ki67 import MIN_CELLS, CountGrid, is_negative, is_positive, ki67_index
@@ -323,7 +324,7 @@ def _predict_open_slide(detector, slide, path: Path, out_dir: Path, run: SlideRu
     loader = torch.utils.data.DataLoader(reader, batch_size=None, shuffle=False, num_workers=run.num_workers,
                                          worker_init_fn=_worker_init if run.num_workers else None,
                                          persistent_workers=False, prefetch_factor=4 if run.num_workers else None)  # fmt: skip
-    bar = _bar(len(plan), slide_name(path), run.progress)
+    bar = _bar(len(plan), label, run.progress)
     t_model = 0.0
     try:
         batch: list = []
@@ -514,7 +515,7 @@ def predict_slides(detector, paths: Sequence[Path], out: Path, run: SlideRun, ov
         stage = out / f".tmp-{slide_name(p)}-{os.getpid()}"
         shutil.rmtree(stage, ignore_errors=True)
         try:
-            summary = predict_slide(detector, p, stage, run)
+            summary = predict_slide(detector, p, stage, run, label=f"[{k}/{len(paths)}] {slide_name(p)}")
             if final.exists():  # a finished run of another model: --overwrite was given
                 shutil.rmtree(final)
             os.replace(stage, final)
