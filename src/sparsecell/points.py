@@ -402,6 +402,22 @@ def _ring(coords, path: Path, i: int) -> np.ndarray:
     return np.array([[number(c[0], path, f"feature {i}: x"), number(c[1], path, f"feature {i}: y")] for c in coords], np.float64)
 
 
+def geojson_features(doc, path: Path) -> list:
+    """The top-level features of a parsed GeoJSON document: a FeatureCollection, a list
+    of features, or one feature (else an AnnotationError naming ``path``)."""
+    if isinstance(doc, dict) and doc.get("type") == "FeatureCollection":
+        features = doc.get("features")
+    elif isinstance(doc, dict) and doc.get("type") == "Feature":
+        features = [doc]
+    elif isinstance(doc, list):
+        features = doc
+    else:
+        raise AnnotationError(f"{path}: expected a GeoJSON FeatureCollection, a list of features or a feature")
+    if not isinstance(features, list):
+        raise AnnotationError(f"{path}: 'features' is not a list")
+    return features
+
+
 def read_geojson(path: str | Path, classes: Sequence[str] | None = None) -> Points:
     """Read points from QuPath GeoJSON (a FeatureCollection or a list of features).
 
@@ -417,18 +433,9 @@ def read_geojson(path: str | Path, classes: Sequence[str] | None = None) -> Poin
     path = Path(path)
     doc = read_json(path)
     declared = None
-    if isinstance(doc, dict) and doc.get("type") == "FeatureCollection":
-        features = doc.get("features")
-        if GEOJSON_CLASSES_KEY in doc:
-            declared = _declared_classes(json.dumps(doc[GEOJSON_CLASSES_KEY]), path)
-    elif isinstance(doc, dict) and doc.get("type") == "Feature":
-        features = [doc]
-    elif isinstance(doc, list):
-        features = doc
-    else:
-        raise AnnotationError(f"{path}: expected a GeoJSON FeatureCollection or a list of features")
-    if not isinstance(features, list):
-        raise AnnotationError(f"{path}: 'features' is not a list")
+    features = geojson_features(doc, path)
+    if isinstance(doc, dict) and GEOJSON_CLASSES_KEY in doc:
+        declared = _declared_classes(json.dumps(doc[GEOJSON_CLASSES_KEY]), path)
     xy: list[tuple[float, float]] = []
     raw: list = []
     scores: list = []

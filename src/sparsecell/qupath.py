@@ -343,16 +343,9 @@ def _load(path: Path):
 def _features(doc, path: Path) -> list:
     """The features of a FeatureCollection, a list of features or one feature,
     including nested ``childObjects`` / ``children`` (QuPath hierarchy exports)."""
-    if isinstance(doc, dict) and doc.get("type") == "FeatureCollection":
-        top = doc.get("features")
-    elif isinstance(doc, dict) and doc.get("type") == "Feature":
-        top = [doc]
-    elif isinstance(doc, list):
-        top = doc
-    else:
-        raise AnnotationError(f"{path}: expected a GeoJSON FeatureCollection, a list of features or a feature")
-    if not isinstance(top, list):
-        raise AnnotationError(f"{path}: 'features' is not a list")
+    from .points import geojson_features
+
+    top = geojson_features(doc, path)
     out, stack = [], list(reversed(top))
     while stack:
         f = stack.pop()
