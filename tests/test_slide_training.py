@@ -103,7 +103,8 @@ def test_train_on_slides_then_predict_them(tmp_path):
     cfg = load_config(None, ["data.source=slides", f"data.root={tmp_path / 'slides'}", "eval.mpp=0.5", "data.crop=128",
                              "data.crops_per_image=16", "train.epochs=6", "train.batch_size=8", "train.lr=0.003",
                              "train.val_every=2", f"train.out_dir={tmp_path / 'run'}", "train.progress_bar=false"])  # fmt: skip
-    r = train(cfg, quiet=True)
+    with pytest.warns(UserWarning, match="outside every region"):
+        r = train(cfg, quiet=True)
     det = Detector.from_checkpoint(r.best_checkpoint)
     assert det.eval.mpp == 0.5 and r.keep_estimate is not None
     [s] = predict_slides(det, [tmp_path / "slides" / "S1.svs"], tmp_path / "pred",
