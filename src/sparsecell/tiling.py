@@ -142,6 +142,8 @@ class SeamPeaks:
     def __post_init__(self):
         self.classes = tuple(self.classes)
         self.m = max(int(self.min_distance), 1)
+        self._held = 0  # bytes of frames held now
+        self.peak_bytes = 0  # the most held at once
 
     # -- feeding ---------------------------------------------------------------------
     def add(self, r: int, c: int, core: np.ndarray) -> Points:
@@ -154,8 +156,11 @@ class SeamPeaks:
         if (r, c) in self._tiles:
             raise ValueError(f"SeamPeaks.add: tile {(r, c)} was given twice")
         w2 = 2 * self.m
-        self._tiles[(r, c)] = _Tile({"top": core[:, :w2].copy(), "bottom": core[:, -w2:].copy(),
-                                     "left": core[:, :, :w2].copy(), "right": core[:, :, -w2:].copy()})  # fmt: skip
+        frame = {"top": core[:, :w2].copy(), "bottom": core[:, -w2:].copy(),
+                 "left": core[:, :, :w2].copy(), "right": core[:, :, -w2:].copy()}  # fmt: skip
+        self._tiles[(r, c)] = _Tile(frame)
+        self._held += sum(a.nbytes for a in frame.values())
+        self.peak_bytes = max(self.peak_bytes, self._held)
         inner = self._interior(r, c)
         found = [self._decide(core, (y0, x0), inner)] if inner is not None else []
         return _concat(found + self._settle(r, c), self.classes)
@@ -174,8 +179,9 @@ class SeamPeaks:
 
     @property
     def held_bytes(self) -> int:
-        """Bytes of tile frames held now (the pipeline's only per-slide map memory)."""
-        return sum(sum(a.nbytes for a in t.frame.values()) for t in self._tiles.values() if t.frame is not None)
+        """Bytes of tile frames held now (the pipeline's only per-slide map memory);
+        ``peak_bytes`` is the most held at once."""
+        return self._held
 
     # -- the rule --------------------------------------------------------------------
     def _sides(self, r: int, c: int) -> tuple[int, int, int, int]:
@@ -205,6 +211,7 @@ class SeamPeaks:
             t = self._tiles.get(key)
             if t is not None and t.frame is not None and t.band_done and all(
                     n in self._tiles and self._tiles[n].band_done for n in self.grid.neighbours(*key)):  # fmt: skip
+                self._held -= sum(a.nbytes for a in t.frame.values())
                 t.frame = None
         return found
 
