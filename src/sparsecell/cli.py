@@ -8,7 +8,6 @@ Errors in the user's input print one line and exit with status 2.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -25,24 +24,10 @@ EXAMPLES = {
 }
 
 
-def _json_ready(obj):
-    """``obj`` with NaN and infinities as null: strict JSON, which every reader parses."""
-    import math
-
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_ready(v) for v in obj]
-    return obj
-
-
 def _write_json(obj, path: Path) -> Path:
-    from .fileio import atomic_write_text
+    from .fileio import write_json
 
-    atomic_write_text(path, json.dumps(_json_ready(obj), indent=2, allow_nan=False) + "\n")
-    return path
+    return write_json(obj, path)
 
 
 def _number(kind: str, rule: tuple):

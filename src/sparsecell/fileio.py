@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_text", "json_ready", "write_json"]
 
 
 def _umask() -> int:
@@ -38,3 +38,23 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8", newline="")
     return Path(path)
+
+
+def json_ready(obj):
+    """``obj`` with NaN and infinities as null: strict JSON, which every reader parses."""
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    return obj
+
+
+def write_json(obj, path: str | Path) -> Path:
+    """Strict JSON (:func:`json_ready`), indented, written atomically."""
+    import json
+
+    return atomic_write_text(path, json.dumps(json_ready(obj), indent=2, allow_nan=False) + "\n")

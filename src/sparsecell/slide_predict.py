@@ -44,6 +44,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import SlideError, SparsecellError
+from .fileio import write_json
 from .tiling import SeamPeaks, TileGrid
 
 __all__ = ["SlideRun", "predict_slide", "predict_slides", "slide_inputs", "shard", "HOTSPOT_UM", "write_cohort"]
@@ -451,7 +452,7 @@ def _predict_open_slide(detector, slide, path: Path, out_dir: Path, run: SlideRu
                                     "ki67_index": ki67_index(p_, n_) if (pos.any() and neg.any()) else None})  # fmt: skip
     _overview(thumb, mask, density, out_dir / "overview.png")
     summary["seconds"] = round(time.time() - t_start, 2)
-    _write_json(summary, out_dir / "summary.json")
+    write_json(summary, out_dir / "summary.json")
     return summary
 
 
@@ -469,12 +470,6 @@ def _overview(thumb: np.ndarray, mask: np.ndarray, density: np.ndarray, path: Pa
     edge = mask & ~ndimage.binary_erosion(mask)
     img[edge] = (40, 200, 40)
     save_png(np.clip(img, 0, 255).astype(np.uint8), path)
-
-
-def _write_json(obj, path: Path) -> None:
-    from .cli import _json_ready
-
-    path.write_text(json.dumps(_json_ready(obj), indent=2, allow_nan=False) + "\n")
 
 
 class _NoBar:
