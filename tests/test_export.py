@@ -62,3 +62,19 @@ def test_export_refuses_to_overwrite(exported):
     ck, onnx_path = exported
     with pytest.raises(SparsecellError, match="exists"):
         export_onnx(ck, onnx_path)
+
+
+def test_export_and_predict_from_the_command_line(exported, tmp_path, capsys):
+    from slide_fixtures import blob_image, write_svs
+
+    from sparsecell.cli import main
+
+    ck, _ = exported
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(ck), str(out)]) == 0
+    assert out.is_file() and "wrote" in capsys.readouterr().out
+    write_svs(tmp_path / "s.svs", blob_image(300, 260), mpp=0.5)
+    assert main(["predict", str(out), str(tmp_path / "s.svs"), "--out", str(tmp_path / "res"), "--quiet"]) == 0
+    assert (tmp_path / "res" / "s" / "summary.json").is_file() and (tmp_path / "res" / "cohort.csv").is_file()
+    assert main(["export", str(ck), str(out)]) == 2  # exists: refused without --overwrite
+    assert "exists" in capsys.readouterr().err
