@@ -209,3 +209,16 @@ def test_tile_reading_workers_give_the_same_cells(tmp_path):
         predict_slides(det, [tmp_path / "s.svs"], tmp_path / f"w{workers}", run_of(num_workers=workers, batch_size=2), log=lambda m: None)
         got.append(read_cells(tmp_path / f"w{workers}" / "s"))
     np.testing.assert_array_equal(np.sort(got[0][0], axis=0), np.sort(got[1][0], axis=0))
+
+
+def test_a_folder_of_the_users_is_never_replaced_without_overwrite(tmp_path):
+    from sparsecell.errors import SparsecellError
+
+    cells = seam_cells(np.random.default_rng(4))[:10]
+    write_svs(tmp_path / "s.svs", plant(768, 640, cells), mpp=0.25)
+    mine = tmp_path / "out" / "s"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("my notes")
+    with pytest.raises(SparsecellError, match="not a finished sparsecell slide folder"):
+        predict_slides(blob_detector(), [tmp_path / "s.svs"], tmp_path / "out", run_of(), log=lambda m: None)
+    assert (mine / "notes.txt").read_text() == "my notes"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .config import RULES, in_range, range_text
 from .errors import SparsecellError
+from .fileio import write_json
 
 EXAMPLES = {
     "train": "example:\n  sparsecell train configs/crchisto.yaml data.root=../shared/data/crchisto data.keep=0.25 loss.name=sel_sfl",
@@ -22,12 +23,6 @@ EXAMPLES = {
     "export": "example:\n  sparsecell export runs/train/checkpoints/best.ckpt model.onnx\n  sparsecell predict model.onnx slides/ --out results/",
     "demo": "example:\n  sparsecell demo            # synthetic IHC tiles, 25% labels, CE vs const vs SEL+SFL",
 }
-
-
-def _write_json(obj, path: Path) -> Path:
-    from .fileio import write_json
-
-    return write_json(obj, path)
 
 
 def _number(kind: str, rule: tuple):
@@ -117,7 +112,7 @@ def cmd_evaluate(args) -> int:
     out = Path(args.out) if args.out else Path(args.checkpoint).parent.parent / f"evaluate_{source}_{args.split or 'all'}.json"
     if out.exists() and not args.overwrite:
         raise SparsecellError(f"{out}: exists; choose another --out or add --overwrite")
-    _write_json(res, out)
+    write_json(res, out)
     print(f"wrote {out}")
     return 0
 
@@ -176,7 +171,7 @@ def cmd_predict(args) -> int:
             summary["images"][stem] = entry
             ki = f", Ki-67 index {entry['ki67_index']:.3f}" if entry.get("ki67_index") is not None else ""
             print(f"{path}: {len(pts)} cells {counts}{ki}")
-        _write_json(summary, stage / "summary.json")
+        write_json(summary, stage / "summary.json")
         for p in planned:  # into place, the summary last
             os.replace(stage / p.name, p)
     finally:
@@ -226,6 +221,9 @@ def _predict_slides(args) -> int:
         raise SparsecellError(f"{out}: --out is a file, not a folder")
     class_map = None
     if args.class_map:
+        bad = [kv for kv in args.class_map if "=" not in kv]
+        if bad:
+            raise SparsecellError(f"--class-map {bad[0]!r}: expected NAME=QUPATH, e.g. positive='Tumor: Positive'")
         class_map = dict(kv.split("=", 1) for kv in args.class_map)
     run = SlideRun(threshold=det.threshold if args.threshold is None else args.threshold, model_mpp=float(model_mpp),
                    model_sha=file_sha256(Path(args.checkpoint)), checkpoint=str(args.checkpoint), tissue=not args.no_tissue,

@@ -73,7 +73,6 @@ def export_onnx(checkpoint: str | Path, out: str | Path, overwrite: bool = False
     """
     import torch
 
-    from .checkpoint import read_checkpoint
     from .fileio import atomic_path
     from .inference import Detector
 
@@ -81,7 +80,6 @@ def export_onnx(checkpoint: str | Path, out: str | Path, overwrite: bool = False
     if out.exists() and not overwrite:
         raise SparsecellError(f"{out}: exists; choose another name or add --overwrite")
     det = Detector.from_checkpoint(checkpoint, device="cpu")
-    ck = read_checkpoint(checkpoint)
     model = _logits_module(det.model).eval()
     s = det.model.stride
     side = max(example_side // s, 2) * s
@@ -92,7 +90,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, overwrite: bool = False
         import onnxscript  # noqa: F401 - the exporter needs it
     except ImportError:
         raise SparsecellError("ONNX export needs onnx and onnxscript: pip install 'sparsecell[onnx]'") from None
-    meta = {"config": ck.config.to_dict(), "classes": list(ck.classes), "threshold": ck.threshold,
+    meta = {"config": det.config.to_dict(), "classes": list(det.classes), "threshold": det.threshold,
             "checkpoint": str(checkpoint), "stride": s}  # fmt: skip
     with _quiet(), torch.no_grad():
         prog = torch.onnx.export(model, (x,), None, dynamo=True, input_names=["image"], output_names=["logits"],

@@ -37,7 +37,7 @@ import queue
 import shutil
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -121,7 +121,7 @@ def slide_name(path: Path) -> str:
     return path.stem
 
 
-def file_sha256(path: Path, limit: int | None = None) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
@@ -149,7 +149,6 @@ class SlideRun:
     class_map: dict | None = None
     hotspot_um: float = HOTSPOT_UM
     progress: bool = True
-    extra: dict = field(default_factory=dict)
 
 
 class _TileReader:
@@ -216,10 +215,11 @@ _ARENAS_SET = False
 
 
 def limit_malloc_arenas(arenas: int = 2) -> None:
-    """Cap glibc's malloc arenas (Linux): by default each thread that allocates gets its own
-    heap arena, and the heatmap cores the peak-finding thread frees stay with its arena
-    while the main thread grows another, so peak memory wandered between runs (1.1-2.6
-    GB for the same slides in the benchmark). Two arenas keep it flat. A no-op elsewhere."""
+    """Cap glibc's malloc arenas (Linux; a no-op elsewhere): each thread that allocates
+    may otherwise get its own heap arena, so the heatmap cores the peak-finding thread
+    frees are not reused by the main thread. Measured on this 2-core machine, peak RSS
+    still wanders between runs of the same slide with the cap (1.2-2.6 GB, set by the
+    model's batch); the cap bounds the thread arenas, not that."""
     global _ARENAS_SET
     if _ARENAS_SET:
         return
@@ -251,6 +251,7 @@ def predict_slide(detector, path: Path, out_dir: Path, run: SlideRun, label: str
 def _predict_open_slide(detector, slide, path: Path, out_dir: Path, run: SlideRun, label: str) -> dict:
     import torch
 
+    from .inference import predict_heatmap
     from .ki67 import MIN_CELLS, CountGrid, is_negative, is_positive, ki67_index
     from .qupath import DetectionWriter
 
@@ -311,8 +312,7 @@ def _predict_open_slide(detector, slide, path: Path, out_dir: Path, run: SlideRu
                 return
         per_class[:] += np.bincount(lab, minlength=len(classes))
         writer.write(xy, lab, sc)
-        for (x, y), k, p in zip(xy.tolist(), lab.tolist(), sc.tolist()):
-            table.writerow([f"{x:.2f}", f"{y:.2f}", classes[k], f"{p:.4f}"])
+        table.writerows([f"{x:.2f}", f"{y:.2f}", classes[k], f"{p:.4f}"] for (x, y), k, p in zip(xy.tolist(), lab.tolist(), sc.tolist()))
         tumour = pos[lab] | neg[lab]
         counts_grid.add(xy[tumour], pos[lab][tumour])
         my = np.clip((xy[:, 1] / mask_ds).astype(int), 0, mask.shape[0] - 1)
@@ -359,8 +359,6 @@ def _predict_open_slide(detector, slide, path: Path, out_dir: Path, run: SlideRu
             t0 = time.time()
             x = torch.stack([b[2] for b in batch]).to(detector.device)
             with torch.inference_mode():
-                from .inference import predict_heatmap
-
                 heat, _ = predict_heatmap(detector.model, x)
                 heat = heat.cpu().numpy()
             t_model += time.time() - t0
@@ -381,8 +379,6 @@ def _predict_open_slide(detector, slide, path: Path, out_dir: Path, run: SlideRu
                     flush()
                 batch.append((r, c, x))
             flush()
-        except SlideError:
-            raise
         except SparsecellError:
             raise
         except (RuntimeError, OSError, ValueError) as e:
@@ -436,7 +432,6 @@ def _predict_open_slide(detector, slide, path: Path, out_dir: Path, run: SlideRu
         "seconds": None,
         "model_seconds": round(t_model, 2),
         "peak_frames_mib": round(seams.peak_bytes / 2**20, 3),  # the seam frames held at once: grows with the slide's width only
-        **run.extra,
     }
     if pos.any() and neg.any():
         summary["hotspot"] = counts_grid.hotspot(field_px, min_cells=MIN_CELLS)
@@ -521,10 +516,14 @@ def predict_slides(detector, paths: Sequence[Path], out: Path, run: SlideRun, ov
             raise SparsecellError(f"{p}: two slides share the name {n!r} ({names[n]}); their outputs would collide")
         names[n] = p
     for p in paths:
-        d = _done(out / slide_name(p), run)
+        final = out / slide_name(p)
+        d = _done(final, run)
         if d is False and not overwrite:
-            raise SparsecellError(f"{out / slide_name(p)}: holds the output of another model or threshold; "
+            raise SparsecellError(f"{final}: holds the output of another model or threshold; "
                                   "choose another --out or add --overwrite")  # fmt: skip
+        if d is None and final.exists() and not overwrite:
+            raise SparsecellError(f"{final}: exists and is not a finished sparsecell slide folder; "
+                                  "choose another --out or add --overwrite to replace it")  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for k, p in enumerate(paths, 1):
@@ -537,7 +536,7 @@ def predict_slides(detector, paths: Sequence[Path], out: Path, run: SlideRun, ov
         shutil.rmtree(stage, ignore_errors=True)
         try:
             summary = predict_slide(detector, p, stage, run, label=f"[{k}/{len(paths)}] {slide_name(p)}")
-            if final.exists():  # a finished run of another model: --overwrite was given
+            if final.exists():  # checked above: --overwrite was given
                 shutil.rmtree(final)
             os.replace(stage, final)
         finally:
