@@ -127,6 +127,8 @@ def run_one(args, ds: str, method: str, keep: float, seed: int, fold: int | None
         row["keep_model"] = val_curve(out, "keep_model")  # the share re-estimated from the model, per round
         row["keep_estimate_model"] = row["keep_model"][-1][1] if row["keep_model"] else None
         row["clicks"] = sum(len(p) for p in sparse_points(tr, cfg.data))
+    if r.click_bias is not None:  # pu_sar: per class, how strongly the clicks looked biased (0 none, 1 strong)
+        row["click_bias"] = list(r.click_bias)
     if len(det.classes) > 1:
         row["per_class_f1"] = {c: ev[c]["f1"] for c in det.classes}
     if spec["extra_radius"]:
@@ -155,7 +157,7 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=None)
     ap.add_argument("--folds", type=int, default=3, help="BCData folds (k)")
     ap.add_argument("--fold-per-seed", action=argparse.BooleanOptionalAction, default=True,
-                    help="BCData: the i-th seed uses fold i only (k = max(number of seeds, --folds))")
+                    help="BCData: seed i uses fold i only (k = max(number of seeds, --folds))")
     ap.add_argument("--all-folds", dest="fold_per_seed", action="store_false",
                     help="BCData: run every fold for every seed instead (k times the trainings); "
                          "the same as --no-fold-per-seed")
@@ -218,11 +220,11 @@ def main() -> None:
             ids = open_dataset("bcdata", args.data / ds, "test").ids()
             folds = bcdata_folds(ids, args.folds)
             plan = [(f, folds[f]) for f in folds_used]
-            if args.fold_per_seed:
-                folds = bcdata_folds(ids, max(len(args.seeds), args.folds))
+            if args.fold_per_seed:  # seed i uses fold i, whichever seeds this run takes
+                folds = bcdata_folds(ids, max(max(args.seeds) + 1, args.folds))
         for sparsity, keep in [(sp, k) for k in args.keeps for sp in (["random"] if k >= 1.0 else args.sparsity)]:
             for seed in args.seeds:
-                seed_plan = [(args.seeds.index(seed), folds[args.seeds.index(seed)])] if (ds == "bcdata" and args.fold_per_seed) else plan
+                seed_plan = [(seed, folds[seed])] if (ds == "bcdata" and args.fold_per_seed) else plan
                 for fold, split in seed_plan:
                     # at keep 1.0 only cross-entropy differs from nothing: the others reduce to it or need labels missing
                     methods = ["ce"] if keep >= 1.0 else args.methods

@@ -73,3 +73,48 @@ def test_salient_clicks_get_weights_from_conspicuity():
     w = click_weights(conspicuity(img, clicked, 2.0), clicked.labels, conspicuity(img, pts, 2.0), pts.labels, 1, bins=4)
     z = conspicuity(img, clicked, 2.0)
     assert np.corrcoef(z, w)[0, 1] < 0  # darker clicks weigh less
+
+
+def test_shrinkage_leaves_unbiased_clicks_at_about_one_and_keeps_biased_weights():
+    rng = np.random.default_rng(3)
+    cells = rng.normal(size=300)  # a few hundred validation cells, as on BCData
+    raw_sd, shrunk_sd = [], []
+    for rep in range(20):
+        clicks = rng.normal(size=150)  # unbiased clicks: any weight other than 1 is noise
+        lab, cl = np.zeros(150, int), np.zeros(300, int)
+        raw_sd.append(click_weights(clicks, lab, cells, cl, 1).std())
+        f: list = []
+        shrunk_sd.append(click_weights(clicks, lab, cells, cl, 1, shrink=True, factors=f).std())
+        assert 0.0 <= f[0] <= 1.0
+    assert np.mean(shrunk_sd) < 0.5 * np.mean(raw_sd)
+    key = 2 * cells + rng.gumbel(size=300)  # salient: the darkest first
+    clicked = cells[np.argsort(-key)[:60]]
+    f = []
+    w = click_weights(clicked, np.zeros(60, int), cells, np.zeros(300, int), 1, shrink=True, factors=f)
+    w_raw = click_weights(clicked, np.zeros(60, int), cells, np.zeros(300, int), 1)
+    assert f[0] > 0.8 and np.corrcoef(w, w_raw)[0, 1] > 0.99 and abs(w.mean() - 1) < 1e-6
+
+
+def test_shrinkage_factor_is_zero_for_identical_histograms_and_none_for_an_empty_class():
+    z = np.linspace(0, 1, 60)
+    f: list = []
+    w = click_weights(z, np.zeros(60, int), z, np.zeros(60, int), 2, shrink=True, factors=f)
+    np.testing.assert_allclose(w, 1.0)
+    assert f == [0.0, None]
+
+
+def test_relative_conspicuity_ignores_a_darker_scan_and_raw_does_not():
+    rng = np.random.default_rng(2)
+    img = np.full((96, 96, 3), 235, np.uint8)
+    img[rng.random((96, 96)) < 0.5] = 180  # tissue texture
+    xy = rng.uniform(6, 90, size=(30, 2))
+    for (x, y), s in zip(xy, rng.uniform(40, 160, size=30)):
+        img[int(y) - 2:int(y) + 3, int(x) - 2:int(x) + 3] = int(s)
+    pts = Points(xy, np.zeros(30, int), ("tumour",))
+    darker = (img * 0.8).astype(np.uint8)  # the same slide scanned darker
+    rel, rel_dark = conspicuity(img, pts, 2.0, relative=True), conspicuity(darker, pts, 2.0, relative=True)
+    assert rel.min() >= 0 and rel.max() <= 1
+    np.testing.assert_allclose(rel, rel_dark, atol=0.03)
+    assert (conspicuity(darker, pts, 2.0) - conspicuity(img, pts, 2.0)).min() > 0.5
+    raw = conspicuity(img, pts, 2.0)
+    assert np.all(np.diff(rel[np.argsort(raw, kind="stable")]) >= 0)  # the same order within an image

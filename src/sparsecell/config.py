@@ -106,6 +106,15 @@ class LossConfig:
         in two rounds in a row, whether each round re-estimates the annotated share from
         the model's calibrated count of cells (when ``pu_keep`` is auto), and whether the
         risk takes the censoring form; see :mod:`sparsecell.pseudo`.
+    sar_reference : {"image", "absolute"}
+        For ``pu_sar``: how a cell's conspicuity is measured. ``image`` (the default): as
+        the quantile of the optical density around it among its own image's pixels, so a
+        darker scan or stain batch does not look like conspicuous clicking; ``absolute``:
+        the optical density itself (the first version, ``pu_sar_v1`` in the benchmark).
+    sar_shrink : bool
+        For ``pu_sar``: shrink each class's weights towards 1 by the evidence that its
+        clicks are biased at all (a positive-part James-Stein factor from a chi-square
+        test of the clicks against the validation cells); False: the raw weights (v1).
     teacher_decay, teacher_warmup_steps, teacher_floor : for ``teacher``: the EMA
         decay of the teacher's weights, the steps of plain cross-entropy before its
         weight applies, and the background weight where the teacher is sure of a cell.
@@ -126,6 +135,8 @@ class LossConfig:
     pseudo_stable: bool = False
     pseudo_reestimate: bool = False
     pseudo_censoring: bool = False
+    sar_reference: str = "image"
+    sar_shrink: bool = True
     teacher_decay: float = 0.99
     teacher_warmup_steps: int = 100
     teacher_floor: float = 0.0
@@ -135,6 +146,8 @@ class LossConfig:
             raise ValueError(f"unknown loss {self.name!r}; choose one of {sorted(ROLES)}")
         if isinstance(self.pu_keep, str) and self.pu_keep != "auto":
             raise ValueError(f"pu_keep must be a share in (0, 1] or 'auto', got {self.pu_keep!r}")
+        if self.sar_reference not in ("image", "absolute"):
+            raise ValueError(f"sar_reference must be 'image' or 'absolute', got {self.sar_reference!r}")
         if self.energy_upsample not in ("bilinear", "nearest"):
             raise ValueError(f"energy_upsample must be 'bilinear' or 'nearest', got {self.energy_upsample!r}")
 
@@ -286,6 +299,7 @@ RULES: dict[str, tuple] = {
     "loss.pu_keep": ("(", 0, 1, "]"),
     "loss.pseudo_precision": ("(", 0, 1, ")"),
     "loss.pseudo_start": ("[", 0, 1, ")"),
+    "loss.sar_reference": ("image", "absolute"),
     "loss.teacher_decay": ("[", 0, 1, ")"),
     "loss.teacher_warmup_steps": ("[", 0, INF, ")"),
     "loss.teacher_floor": ("[", 0, 1, "]"),

@@ -81,12 +81,16 @@ def node_labels(points: Points, shape: tuple[int, int], stride: int = 32) -> np.
     return out
 
 
-def conspicuity(image: np.ndarray, points: Points, radius: float = 3.0) -> np.ndarray:
+def conspicuity(image: np.ndarray, points: Points, radius: float = 3.0, relative: bool = False) -> np.ndarray:
     """How conspicuous each cell is: the mean optical density (summed over R, G, B) in a
     box of side ``2 round(radius) + 1`` px around its point, float64 (n,).
 
     Darker, more strongly stained nuclei (DAB brown or haematoxylin blue) score higher,
     the ones an annotator sees first. Points outside the image score at the nearest pixel.
+    ``relative``: instead, the share of the image's tissue pixels (box optical density
+    above :data:`GLASS_OD`; all pixels where fewer than 100 are) whose box is lighter than
+    the cell's, in [0, 1]: how the cell stands out *in its own image*, so that a darker
+    scan or stain batch does not make all of its cells look conspicuous.
     """
     from scipy.ndimage import uniform_filter
 
@@ -99,7 +103,19 @@ def conspicuity(image: np.ndarray, points: Points, radius: float = 3.0) -> np.nd
     H, W = od.shape
     col = np.clip(np.floor(points.xy[:, 0]).astype(np.int64), 0, W - 1)
     row = np.clip(np.floor(points.xy[:, 1]).astype(np.int64), 0, H - 1)
-    return box[row, col].astype(np.float64)
+    z = box[row, col].astype(np.float64)
+    if not relative:
+        return z
+    step = max(1, int(np.sqrt(box.size / 250_000)))  # a grid of at most about 250,000 reference pixels
+    ref = box[::step, ::step].ravel()
+    tissue = ref[ref > GLASS_OD]
+    ref = np.sort(tissue if len(tissue) >= 100 else ref)
+    return np.searchsorted(ref, z, side="right") / len(ref)
+
+
+#: Box optical density (summed over R, G, B) below which a pixel is glass or blank
+#: (about RGB 230 each): left out of :func:`conspicuity`'s relative reference.
+GLASS_OD = 0.3
 
 
 def region_boxes(points: Points, keep: float, seed: int, side: int, shape: tuple[int, int]) -> list[tuple[int, int, int, int]]:

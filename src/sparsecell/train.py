@@ -218,6 +218,7 @@ class TrainResult:
     threshold: float
     out_dir: Path
     keep_estimate: float | None = None  # the estimated share of annotated cells (None: not estimated)
+    click_bias: tuple | None = None  # pu_sar: per class, the evidence factor its click weights were shrunk by
 
 
 class _EpochSeed(L.Callback):
@@ -359,7 +360,7 @@ def train(cfg: Config, resume: str | Path | None = None, quiet: bool = False, ca
                                   n_train=len(train_s))  # fmt: skip
     except ValueError as e:  # a model setting its size does not take, or out of its range
         raise ConfigError(f"model: {e}") from None
-    weights = _click_weights(train_s, train_points, val_s, cfg) if module.loss_fn.click_weights else None
+    weights, bias = _click_weights(train_s, train_points, val_s, cfg) if module.loss_fn.click_weights else (None, None)
     dm = PointDataModule(cfg, module.model.stride, train_s, val_s, train_points, regions, weights)
     if not quiet and os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("RANK", "0") == "0":
         n_par = sum(p.numel() for p in module.model.parameters())
@@ -370,31 +371,36 @@ def train(cfg: Config, resume: str | Path | None = None, quiet: bool = False, ca
             print(f"sparsecell train: {estimate.text()}", flush=True)
         if weights is not None:
             w = np.concatenate(weights) if weights else np.ones(1)
+            evidence = ", ".join("-" if b is None else f"{b:.2f}" for b in bias)
             print(f"sparsecell train: click weights for conspicuous clicking: {w.min():.2f}-{w.max():.2f} "
-                  f"(median {np.median(w):.2f}; faint clicks weigh more)", flush=True)  # fmt: skip
+                  f"(median {np.median(w):.2f}; faint clicks weigh more; evidence of biased clicks per class, "
+                  f"0 none to 1 strong: {evidence})", flush=True)  # fmt: skip
     with _quiet_lightning():
         result = _fit(cfg, module, dm, out, ckpt_dir, resume, quiet, callbacks)
-    return dataclasses.replace(result, keep_estimate=estimate.share if estimate else None)
+    return dataclasses.replace(result, keep_estimate=estimate.share if estimate else None,
+                               click_bias=tuple(bias) if bias is not None else None)
 
 
-def _click_weights(train_s: Sequence[Sample], train_points: Sequence[Points], val_s: Sequence[Sample], cfg: Config) -> list:
+def _click_weights(train_s: Sequence[Sample], train_points: Sequence[Points], val_s: Sequence[Sample], cfg: Config) -> tuple[list, list]:
     """Per training image, each click's weight (:func:`sparsecell.losses.prior.click_weights`):
-    conspicuity of the clicks against that of every validation cell."""
+    conspicuity of the clicks against that of every validation cell; and per class, the
+    factor the weights were shrunk by (``loss.sar_shrink``)."""
     from .losses.prior import click_weights
     from .targets import conspicuity
 
-    r = cfg.data.sigma
-    cz = [conspicuity(s.image, p, r) for s, p in zip(train_s, train_points)]
-    vz = np.concatenate([conspicuity(s.image, s.points, r) for s in val_s] or [np.zeros(0)])
+    r, rel = cfg.data.sigma, cfg.loss.sar_reference == "image"
+    cz = [conspicuity(s.image, p, r, relative=rel) for s, p in zip(train_s, train_points)]
+    vz = np.concatenate([conspicuity(s.image, s.points, r, relative=rel) for s in val_s] or [np.zeros(0)])
     vl = np.concatenate([s.points.labels for s in val_s] or [np.zeros(0, int)])
     n_classes = train_points[0].num_classes if train_points else 1
+    factors: list = []
     flat = click_weights(np.concatenate(cz or [np.zeros(0)]), np.concatenate([p.labels for p in train_points] or [np.zeros(0, int)]),
-                         vz, vl, n_classes)  # fmt: skip
+                         vz, vl, n_classes, shrink=cfg.loss.sar_shrink, factors=factors)  # fmt: skip
     out, i = [], 0
     for p in train_points:
         out.append(flat[i:i + len(p)])
         i += len(p)
-    return out
+    return out, factors
 
 
 def _keep_estimate(train_s: Sequence[Sample], train_points: Sequence[Points], val_s: Sequence[Sample]) -> KeepEstimate | None:

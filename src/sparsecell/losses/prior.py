@@ -59,7 +59,7 @@ SAR_MAX_WEIGHT = 5.0
 
 def click_weights(click_z: Sequence[float], click_labels: Sequence[int], cell_z: Sequence[float],
                   cell_labels: Sequence[int], n_classes: int, bins: int = SAR_BINS,
-                  max_weight: float = SAR_MAX_WEIGHT):  # fmt: skip
+                  max_weight: float = SAR_MAX_WEIGHT, shrink: bool = False, factors: list | None = None):  # fmt: skip
     """Importance weights of the clicked cells when the clicks favour conspicuous cells.
 
     An annotator who clicks dark cells first labels cells with a propensity ``e(z)``
@@ -77,6 +77,15 @@ def click_weights(click_z: Sequence[float], click_labels: Sequence[int], cell_z:
     weight is about 1. Returns an array of weights, one per click (1 for a class with no
     validation cells).
 
+    ``shrink``: the histograms of a few hundred clicks differ by chance alone, and
+    unbiased clicks then get weights that only add noise. So each class's weights are
+    pulled towards 1 as ``1 + s (w - 1)`` with the positive-part James-Stein factor
+    ``s = max(0, 1 - df / X2)``, ``X2`` the chi-square statistic of the two binned samples
+    (clicks against validation cells; half a count added to every bin) and ``df = bins - 1``
+    its expectation when the clicks are unbiased: no evidence of bias gives weights of 1,
+    strong evidence the full weights. ``factors``, if given, receives each class's ``s``
+    (1 without ``shrink``; None for a class left at 1).
+
     >>> w = click_weights([3, 3, 3, 1], [0, 0, 0, 0], [1, 1, 3, 3], [0, 0, 0, 0], 1, bins=2)
     >>> bool(w[3] > w[0])
     True
@@ -89,12 +98,20 @@ def click_weights(click_z: Sequence[float], click_labels: Sequence[int], cell_z:
     for c in range(n_classes):
         ci, vi = np.flatnonzero(cl == c), np.flatnonzero(vl == c)
         if len(ci) == 0 or len(vi) < bins:
+            if factors is not None:
+                factors.append(None)
             continue
         edges = np.quantile(vz[vi], np.linspace(0, 1, bins + 1)[1:-1])
         b_click = np.searchsorted(edges, cz[ci])
         p_cell = (np.bincount(np.searchsorted(edges, vz[vi]), minlength=bins) + SAR_SMOOTHING) / (len(vi) + bins * SAR_SMOOTHING)
         p_click = (np.bincount(b_click, minlength=bins) + SAR_SMOOTHING) / (len(ci) + bins * SAR_SMOOTHING)
         r = (p_cell / p_click)[b_click]
+        s = 1.0
+        if shrink:
+            s = _bias_evidence(np.bincount(b_click, minlength=bins), np.bincount(np.searchsorted(edges, vz[vi]), minlength=bins))
+            r = 1.0 + s * (r / r.mean() - 1.0)
+        if factors is not None:
+            factors.append(s)
         r = r / r.mean()
         for _ in range(50):  # cap, then rescale to mean 1, until both hold
             r = np.minimum(r, max_weight)
@@ -103,3 +120,15 @@ def click_weights(click_z: Sequence[float], click_labels: Sequence[int], cell_z:
                 break
         w[ci] = np.minimum(r, max_weight)
     return w
+
+
+def _bias_evidence(clicks, cells) -> float:
+    """The positive-part James-Stein factor ``max(0, 1 - df / X2)`` of two binned samples
+    (``X2``: the chi-square statistic of homogeneity, half a count added to every bin)."""
+    import numpy as np
+
+    table = np.stack([np.asarray(clicks, float), np.asarray(cells, float)]) + 0.5
+    expected = table.sum(1, keepdims=True) * table.sum(0, keepdims=True) / table.sum()
+    x2 = float(((table - expected) ** 2 / expected).sum())
+    df = table.shape[1] - 1
+    return max(0.0, 1.0 - df / x2) if x2 > 0 else 0.0
