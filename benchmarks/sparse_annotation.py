@@ -115,7 +115,7 @@ def run_one(args, ds: str, method: str, keep: float, seed: int, fold: int | None
         "f1": a["f1"], "f1_per_image": a["f1_per_image"], "precision": a["precision"], "recall": a["recall"],
         "threshold": det.threshold, "f1_at_0.7": ev["f1_at"]["0.7"], "f1_at_0.5": ev["f1_at"]["0.5"], "ap": ev["ap"],
         "radius_px": spec["radius"], "val_f1": r.val_f1, "val_curve": val_curve(out),
-        "train_seconds": round(time.time() - t0, 1),
+        "train_seconds": round(time.time() - t0, 1), "git_commit": _commit(),
     }  # fmt: skip
     if fold is not None:
         row["fold"] = fold
@@ -247,15 +247,20 @@ def main() -> None:
     print(f"wrote {args.out}, {args.out.with_suffix('.md')}, {args.out.with_suffix('.png')}")
 
 
+def _commit() -> str:
+    """The commit the benchmark runs from ("" outside git)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return ""
+
+
 def _write(args, rows, started) -> None:
     """The results so far: the JSON (config, environment, commit, rows, paired
     differences), the markdown report and the two figures beside it."""
     from sparsecell.fileio import atomic_write_text
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = ""
+    commit = _commit()
     cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     cfg.update(environment())
     if args.device.startswith("cuda"):
@@ -265,6 +270,10 @@ def _write(args, rows, started) -> None:
     pairs = default_pairs(rows)
     doc = {"config": cfg, "version": __version__, "git_commit": commit, "seconds": round(time.time() - started),
            "rows": rows, "paired": pairs}  # fmt: skip
+    if args.append and args.out.is_file():  # notes on earlier rows (renames) stay with them
+        notes = json.loads(args.out.read_text()).get("relabelled")
+        if notes:
+            doc["relabelled"] = notes
     atomic_write_text(args.out, json.dumps(doc, indent=1) + "\n")
     atomic_write_text(args.out.with_suffix(".md"), markdown_report(rows, pairs))
     if rows:
