@@ -194,3 +194,20 @@ def test_train_prints_and_stores_the_estimated_share_and_never_reads_the_simulat
 
     ck = read_checkpoint(r.best_checkpoint)
     assert build_loss(ck.config.loss, ck.config.data, ck.keep_estimate).keep == pytest.approx(want.share) != 0.5
+
+
+def test_pu_sar_trains_from_salient_clicks_and_reports_its_evidence_of_bias(tiny_config, capsys, tmp_path):
+    from sparsecell.checkpoint import read_checkpoint
+    from sparsecell.train import train
+
+    cfg = tiny_config("loss.name=pu_sar", "data.keep=0.5", "data.sparsity=salient")
+    r = train(cfg)
+    out = capsys.readouterr().out
+    assert "evidence of biased clicks per class" in out
+    assert r.click_bias is not None and len(r.click_bias) == len(read_checkpoint(r.best_checkpoint).classes)
+    assert all(b is None or 0.0 <= b <= 1.0 for b in r.click_bias)
+    v1 = train(tiny_config("loss.name=pu_sar", "data.keep=0.5", "data.sparsity=salient", "loss.sar_shrink=false",
+                           "loss.sar_reference=absolute", "train.epochs=1", f"train.out_dir={tmp_path / 'v1'}"), quiet=True)  # fmt: skip
+    assert all(b is None or b == 1.0 for b in v1.click_bias)  # unshrunk: the full weights
+    with pytest.raises(ConfigError, match="sar_reference"):
+        tiny_config("loss.sar_reference=scanner")

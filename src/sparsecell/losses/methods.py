@@ -224,17 +224,27 @@ class SalienceCorrectedPU(PositiveUnlabelled):
     random sample of the cells, which the PU risk assumes: it then learns what the
     clicked cells look like and leaves the faint ones as background. The algorithm:
 
-    1. Before training, the conspicuity of every click (:func:`sparsecell.targets.conspicuity`,
-       the optical density around it) and of every cell of the completely annotated
-       validation images is measured.
+    1. Before training, the conspicuity of every click and of every cell of the
+       completely annotated validation images is measured
+       (:func:`sparsecell.targets.conspicuity`): the optical density around the cell, as
+       its quantile among the tissue pixels of its own image (``loss.sar_reference:
+       image``), so that a darker scan or stain batch is not mistaken for conspicuous
+       clicking.
     2. Each click gets the weight ``p(z | cell) / p(z | clicked)`` of its conspicuity
        ``z``, per class (:func:`sparsecell.losses.prior.click_weights`): the inverse of
        the click propensity, up to a constant.
-    3. The PU risk's positive part is the weighted mean over the clicked pixels
+    3. Each class's weights are shrunk towards 1 by how much evidence there is that its
+       clicks are biased at all (``loss.sar_shrink``: a positive-part James-Stein factor
+       from the chi-square of the clicks' histogram against the validation cells'): a
+       few hundred random clicks differ from the validation cells by chance, and raw
+       weights would only add noise.
+    4. The PU risk's positive part is the weighted mean over the clicked pixels
        (:func:`~sparsecell.losses.functional.pu_risk`'s ``pos_weight``); the prior and the
        rest are ``pu``'s.
 
-    Under random clicks every weight is about 1 and this is ``pu``.
+    Under random clicks the weights are about 1 and this is ``pu``. The first version
+    (``pu_sar_v1`` in the benchmark: absolute optical density, no shrinkage) had steps
+    2 and 4 only.
     """
 
     name = "pu_sar"
