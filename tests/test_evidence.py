@@ -252,3 +252,18 @@ def test_by_setting_groups_by_clicking_and_shares_full_label_rows():
     rows.append(dict(dataset="bcdata", method="pu_oracle", keep=0.1, seed=0, sparsity="salient", f1=0.3))
     (p,) = ev.paired(rows, "pu", "pu_oracle")
     assert p["dataset"] == "bcdata, salient" and p["mean_diff"] == pytest.approx(0.1)
+
+
+def test_versus_table_pairs_by_seed_bolds_intervals_that_exclude_zero_and_gives_shares_of_full_labels():
+    from sparsecell.evidence import versus_table
+
+    rows = [_row("crchisto", "ce", 1.0, s, 0.8) for s in range(3)]
+    for s, (pu, ours) in enumerate([(0.60, 0.66), (0.62, 0.67), (0.65, 0.70)]):
+        rows += [_row("crchisto", "pu", 0.1, s, pu, sparsity="salient"), _row("crchisto", "pu_sar", 0.1, s, ours, sparsity="salient")]
+        rows += [_row("crchisto", "pu", 0.1, s, 0.7), _row("crchisto", "pu_sar", 0.1, s, 0.7 + (0.01 if s else -0.02))]
+    table = versus_table(rows, "pu_sar", "pu").splitlines()
+    assert len(table) == 4
+    random_line, salient_line = table[2], table[3]
+    assert random_line.startswith("| crchisto | 0.1 |") and "**" not in random_line and "2 of 3" in random_line
+    assert salient_line.startswith("| crchisto, salient | 0.1 |") and "**+0.053 ±" in salient_line and "3 of 3" in salient_line
+    assert salient_line.endswith("| 0.78 / 0.85 |")  # 0.623 / 0.8 and 0.677 / 0.8

@@ -38,6 +38,7 @@ __all__ = [
     "summarise",
     "analysis",
     "paired",
+    "versus_table",
     "default_pairs",
     "validation_ranking",
     "format_pair",
@@ -372,6 +373,42 @@ def validation_ranking(rows: Sequence[dict], candidates: Sequence[str]) -> list[
     return sorted(out, key=lambda t: -t[1] if t[1] == t[1] else 0.0)
 
 
+def versus_table(rows: Sequence[dict], ours: str, peer: str = "pu") -> str:
+    """Markdown: ``ours`` against ``peer`` in every setting and keep < 1 both ran in:
+    their test F1 (mean ± std), the paired difference with its 95% interval (bold when
+    the interval excludes 0), how many paired runs ``ours`` led, and each one's share of
+    ``ce`` with every label (keep 1.0) on the same data set (the issue's targets)."""
+    full = defaultdict(list)
+    for r in rows:
+        if r["method"] == "ce" and r["keep"] >= 1.0:
+            full[r["dataset"]].append(r["f1"])
+    cells = defaultdict(list)
+    for r in by_setting(rows):
+        cells[(r["dataset"], r["keep"], r["method"])].append(r)
+    idx = {(r["dataset"], r["keep"], r["seed"], r.get("fold"), r["method"]): r["f1"] for r in by_setting(rows)}
+    lines = [f"| setting | keep | `{peer}` | `{ours}` | `{ours} - {peer}` (paired, 95%) | runs ahead | "
+             f"share of full-label `ce`: `{peer}` / `{ours}` |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for ds, k in sorted({(d, kk) for d, kk, m in cells if m == ours and kk < 1.0}):
+        if (ds, k, peer) not in cells:
+            continue
+        p = paired([r for r in rows if r["method"] in (ours, peer)], ours, peer)
+        p = next((x for x in p if x["dataset"] == ds and x["keep"] == k), None)
+        d = [idx[key[:4] + (ours,)] - idx[key] for key in idx if key[0] == ds and key[1] == k and key[4] == peer
+             and key[:4] + (ours,) in idx]  # fmt: skip
+        f = {m: [r["f1"] for r in cells[(ds, k, m)]] for m in (peer, ours)}
+        base = full.get(ds.split(",")[0])
+        share = " / ".join(f"{np.mean(f[m]) / np.mean(base):.2f}" for m in (peer, ours)) if base else "-"
+        diff = "-"
+        if p is not None:
+            diff = f"{p['mean_diff']:+.3f}" + (f" ± {p['ci95']:.3f}" if p["ci95"] is not None else "")
+            if p["ci95"] is not None and abs(p["mean_diff"]) > p["ci95"]:
+                diff = f"**{diff}**"
+        lines.append(f"| {ds} | {k} | {np.mean(f[peer]):.3f} ± {np.std(f[peer]):.3f} (n={len(f[peer])}) | "
+                     f"{np.mean(f[ours]):.3f} ± {np.std(f[ours]):.3f} (n={len(f[ours])}) | {diff} | "
+                     f"{sum(x > 0 for x in d)} of {len(d)} | {share} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def markdown_report(rows: Sequence[dict], pairs: Sequence[dict]) -> str:
     """The benchmark's whole markdown file: :func:`summarise`, the paired differences
     (``pairs``, e.g. :func:`default_pairs`), the :func:`validation_ranking` of the methods
@@ -383,6 +420,14 @@ def markdown_report(rows: Sequence[dict], pairs: Sequence[dict]) -> str:
     if rank and rank[0][2]:
         md += (f"\n\nMean validation F1 over the {rank[0][2]} cells every sparse-label method without an oracle ran in "
                "(how the default is chosen): " + ", ".join(f"{m} {v:.3f}" for m, v, _ in rank))
+    ours = [m for m in METHODS if role(m) == "ours" and m not in NOT_CANDIDATES and any(r["method"] == m for r in rows)]
+    for m in ours:
+        if any(r["method"] == "pu" for r in rows):
+            md += f"\n\n`{m}` against `pu`, setting by setting:\n\n" + versus_table(rows, m, "pu")
+            rank = validation_ranking(rows, [m, "pu"])
+            if rank[0][2]:
+                md += (f"\n\nMean validation F1 over the {rank[0][2]} cells both ran in: "
+                       + ", ".join(f"{mm} {v:.3f}" for mm, v, _ in rank))
     md += "\n" + analysis(rows)
     return md + "\n"
 
