@@ -196,18 +196,37 @@ def test_train_prints_and_stores_the_estimated_share_and_never_reads_the_simulat
     assert build_loss(ck.config.loss, ck.config.data, ck.keep_estimate).keep == pytest.approx(want.share) != 0.5
 
 
-def test_pu_sar_trains_from_salient_clicks_and_reports_its_evidence_of_bias(tiny_config, capsys, tmp_path):
+def test_pu_sar_trains_from_salient_clicks_and_the_shrunk_variant_reports_its_evidence_of_bias(tiny_config, capsys, tmp_path):
     from sparsecell.checkpoint import read_checkpoint
     from sparsecell.train import train
 
-    cfg = tiny_config("loss.name=pu_sar", "data.keep=0.5", "data.sparsity=salient")
-    r = train(cfg)
+    r = train(tiny_config("loss.name=pu_sar", "data.keep=0.5", "data.sparsity=salient"))
     out = capsys.readouterr().out
-    assert "evidence of biased clicks per class" in out
+    assert "click weights for conspicuous clicking" in out and "evidence of biased" not in out
     assert r.click_bias is not None and len(r.click_bias) == len(read_checkpoint(r.best_checkpoint).classes)
-    assert all(b is None or 0.0 <= b <= 1.0 for b in r.click_bias)
-    v1 = train(tiny_config("loss.name=pu_sar", "data.keep=0.5", "data.sparsity=salient", "loss.sar_shrink=false",
-                           "loss.sar_reference=absolute", "train.epochs=1", f"train.out_dir={tmp_path / 'v1'}"), quiet=True)  # fmt: skip
-    assert all(b is None or b == 1.0 for b in v1.click_bias)  # unshrunk: the full weights
+    assert all(b is None or b == 1.0 for b in r.click_bias)  # by default unshrunk: the full weights
+    shrunk = train(tiny_config("loss.name=pu_sar", "data.keep=0.5", "data.sparsity=salient", "loss.sar_shrink=true",
+                               "loss.sar_reference=image", "train.epochs=1", f"train.out_dir={tmp_path / 'v2'}"))  # fmt: skip
+    assert "evidence of biased clicks per class" in capsys.readouterr().out
+    assert all(b is None or 0.0 <= b <= 1.0 for b in shrunk.click_bias)
     with pytest.raises(ConfigError, match="sar_reference"):
         tiny_config("loss.sar_reference=scanner")
+
+
+def test_clicks_inside_known_complete_regions_weigh_one(tiny_config):
+    from sparsecell.datasets import load_samples
+    from sparsecell.train import _click_weights
+
+    cfg = tiny_config("loss.name=pu_sar", "data.keep=0.3", "data.sparsity=region", "data.region=32", "data.regions_known=true")
+    train_s, val_s, _ = load_samples(cfg)
+    points, regions = sparse_annotations(train_s, cfg.data)
+    assert regions is not None and sum(len(p) for p in points) > 0
+    weights, _ = _click_weights(train_s, points, val_s, cfg, regions)
+    assert all(np.all(w == 1.0) for w in weights)  # every click lies in a complete region
+    salient = [s.points.subset(np.arange(len(s.points)) % 3 == 0) for s in train_s]  # clicks outside any region
+    half = [[(0, 0, s.image.shape[1], s.image.shape[0] // 2)] for s in train_s]  # the top half known complete
+    weights, _ = _click_weights(train_s, salient, val_s, cfg, half)
+    for p, w, s in zip(salient, weights, train_s):
+        top = p.xy[:, 1] < s.image.shape[0] // 2
+        assert np.all(w[top] == 1.0)
+    assert any(np.any(w[p.xy[:, 1] >= s.image.shape[0] // 2] != 1.0) for p, w, s in zip(salient, weights, train_s))

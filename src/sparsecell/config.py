@@ -106,15 +106,16 @@ class LossConfig:
         in two rounds in a row, whether each round re-estimates the annotated share from
         the model's calibrated count of cells (when ``pu_keep`` is auto), and whether the
         risk takes the censoring form; see :mod:`sparsecell.pseudo`.
-    sar_reference : {"image", "absolute"}
-        For ``pu_sar``: how a cell's conspicuity is measured. ``image`` (the default): as
-        the quantile of the optical density around it among its own image's pixels, so a
-        darker scan or stain batch does not look like conspicuous clicking; ``absolute``:
-        the optical density itself (the first version, ``pu_sar_v1`` in the benchmark).
+    sar_reference : {"absolute", "image"}
+        For ``pu_sar``: how a cell's conspicuity is measured. ``absolute`` (the default):
+        the optical density around it; ``image``: its quantile among the tissue pixels
+        of its own image, so that a darker scan or stain batch does not look like
+        conspicuous clicking (``pu_sar_shrunk`` in the benchmark; not better on
+        validation, README "Clicks as users make them").
     sar_shrink : bool
         For ``pu_sar``: shrink each class's weights towards 1 by the evidence that its
         clicks are biased at all (a positive-part James-Stein factor from a chi-square
-        test of the clicks against the validation cells); False: the raw weights (v1).
+        test of the clicks against the validation cells). Default False: the raw weights.
     teacher_decay, teacher_warmup_steps, teacher_floor : for ``teacher``: the EMA
         decay of the teacher's weights, the steps of plain cross-entropy before its
         weight applies, and the background weight where the teacher is sure of a cell.
@@ -135,8 +136,8 @@ class LossConfig:
     pseudo_stable: bool = False
     pseudo_reestimate: bool = False
     pseudo_censoring: bool = False
-    sar_reference: str = "image"
-    sar_shrink: bool = True
+    sar_reference: str = "absolute"
+    sar_shrink: bool = False
     teacher_decay: float = 0.99
     teacher_warmup_steps: int = 100
     teacher_floor: float = 0.0

@@ -67,8 +67,11 @@ METHODS: dict[str, list[str]] = {
     "sel_pu_oracle": ["loss.name=sel_pu", "loss.pu_keep={keep}"],
     "pu_pseudo": ["loss.name=pu_pseudo"],
     "pu_sar": ["loss.name=pu_sar"],
-    # its first version: the absolute optical density, weights not shrunk
-    "pu_sar_v1": ["loss.name=pu_sar", "loss.sar_reference=absolute", "loss.sar_shrink=false"],
+    # rows of its first version (before clicks in known complete regions weighed 1; region rows differ, the rest
+    # are pu_sar's computation exactly, and were renamed back)
+    "pu_sar_v1": ["loss.name=pu_sar"],
+    # its variant: conspicuity relative to the cell's own image, weights shrunk by the evidence of bias
+    "pu_sar_shrunk": ["loss.name=pu_sar", "loss.sar_reference=image", "loss.sar_shrink=true"],
     # the first version: a stricter threshold, two rounds in a row, the censoring form of the risk
     "pu_pseudo_v1": ["loss.name=pu_pseudo", "loss.pseudo_precision=0.8", "loss.pseudo_stable=true",
                      "loss.pseudo_censoring=true"],
@@ -83,7 +86,8 @@ ROLES: dict[str, str] = {"const_0.2": "baseline", "sel_sfl_detach": "ours", "pu_
 
 #: Methods that are never the default: told the truth (an oracle), blind twins of the
 #: region-aware ones, or superseded versions.
-NOT_CANDIDATES = ("pu_oracle", "sel_pu_oracle", "pu_noregions", "ce_noregions", "pu_pseudo_v1", "pu_sar_v1")
+NOT_CANDIDATES = ("pu_oracle", "sel_pu_oracle", "pu_noregions", "ce_noregions", "pu_pseudo_v1", "pu_sar_v1",
+                  "pu_sar_shrunk")
 
 
 def overrides(method: str, keep: float) -> list[str]:

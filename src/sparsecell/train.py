@@ -360,7 +360,7 @@ def train(cfg: Config, resume: str | Path | None = None, quiet: bool = False, ca
                                   n_train=len(train_s))  # fmt: skip
     except ValueError as e:  # a model setting its size does not take, or out of its range
         raise ConfigError(f"model: {e}") from None
-    weights, bias = _click_weights(train_s, train_points, val_s, cfg) if module.loss_fn.click_weights else (None, None)
+    weights, bias = _click_weights(train_s, train_points, val_s, cfg, regions) if module.loss_fn.click_weights else (None, None)
     dm = PointDataModule(cfg, module.model.stride, train_s, val_s, train_points, regions, weights)
     if not quiet and os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("RANK", "0") == "0":
         n_par = sum(p.numel() for p in module.model.parameters())
@@ -372,34 +372,43 @@ def train(cfg: Config, resume: str | Path | None = None, quiet: bool = False, ca
         if weights is not None:
             w = np.concatenate(weights) if weights else np.ones(1)
             evidence = ", ".join("-" if b is None else f"{b:.2f}" for b in bias)
+            evidence = f"; evidence of biased clicks per class, 0 none to 1 strong: {evidence}" if cfg.loss.sar_shrink else ""
             print(f"sparsecell train: click weights for conspicuous clicking: {w.min():.2f}-{w.max():.2f} "
-                  f"(median {np.median(w):.2f}; faint clicks weigh more; evidence of biased clicks per class, "
-                  f"0 none to 1 strong: {evidence})", flush=True)  # fmt: skip
+                  f"(median {np.median(w):.2f}; faint clicks weigh more{evidence})", flush=True)  # fmt: skip
     with _quiet_lightning():
         result = _fit(cfg, module, dm, out, ckpt_dir, resume, quiet, callbacks)
     return dataclasses.replace(result, keep_estimate=estimate.share if estimate else None,
                                click_bias=tuple(bias) if bias is not None else None)
 
 
-def _click_weights(train_s: Sequence[Sample], train_points: Sequence[Points], val_s: Sequence[Sample], cfg: Config) -> tuple[list, list]:
+def _click_weights(train_s: Sequence[Sample], train_points: Sequence[Points], val_s: Sequence[Sample], cfg: Config,
+                   regions: list | None = None) -> tuple[list, list]:  # fmt: skip
     """Per training image, each click's weight (:func:`sparsecell.losses.prior.click_weights`):
     conspicuity of the clicks against that of every validation cell; and per class, the
-    factor the weights were shrunk by (``loss.sar_shrink``)."""
+    factor the weights were shrunk by (``loss.sar_shrink``; 1 unshrunk, None where no
+    click was weighed). A click inside a known completely annotated region (``regions``)
+    was not chosen for how it looks: every cell there was clicked, so it weighs 1 and
+    takes no part in the estimate."""
     from .losses.prior import click_weights
-    from .targets import conspicuity
+    from .targets import conspicuity, in_boxes
 
     r, rel = cfg.data.sigma, cfg.loss.sar_reference == "image"
-    cz = [conspicuity(s.image, p, r, relative=rel) for s, p in zip(train_s, train_points)]
+    chosen = [~in_boxes(p, boxes) for p, boxes in zip(train_points, regions)] if regions is not None else \
+        [np.ones(len(p), bool) for p in train_points]  # fmt: skip
+    picked = [p.subset(m) for p, m in zip(train_points, chosen)]
+    cz = [conspicuity(s.image, p, r, relative=rel) for s, p in zip(train_s, picked)]
     vz = np.concatenate([conspicuity(s.image, s.points, r, relative=rel) for s in val_s] or [np.zeros(0)])
     vl = np.concatenate([s.points.labels for s in val_s] or [np.zeros(0, int)])
     n_classes = train_points[0].num_classes if train_points else 1
     factors: list = []
-    flat = click_weights(np.concatenate(cz or [np.zeros(0)]), np.concatenate([p.labels for p in train_points] or [np.zeros(0, int)]),
+    flat = click_weights(np.concatenate(cz or [np.zeros(0)]), np.concatenate([p.labels for p in picked] or [np.zeros(0, int)]),
                          vz, vl, n_classes, shrink=cfg.loss.sar_shrink, factors=factors)  # fmt: skip
     out, i = [], 0
-    for p in train_points:
-        out.append(flat[i:i + len(p)])
-        i += len(p)
+    for p, m in zip(train_points, chosen):
+        w = np.ones(len(p))
+        w[m] = flat[i:i + int(m.sum())]
+        out.append(w)
+        i += int(m.sum())
     return out, factors
 
 

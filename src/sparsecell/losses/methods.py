@@ -226,25 +226,24 @@ class SalienceCorrectedPU(PositiveUnlabelled):
 
     1. Before training, the conspicuity of every click and of every cell of the
        completely annotated validation images is measured
-       (:func:`sparsecell.targets.conspicuity`): the optical density around the cell, as
-       its quantile among the tissue pixels of its own image (``loss.sar_reference:
-       image``), so that a darker scan or stain batch is not mistaken for conspicuous
-       clicking.
+       (:func:`sparsecell.targets.conspicuity`, the optical density around it).
     2. Each click gets the weight ``p(z | cell) / p(z | clicked)`` of its conspicuity
        ``z``, per class (:func:`sparsecell.losses.prior.click_weights`): the inverse of
-       the click propensity, up to a constant.
-    3. Each class's weights are shrunk towards 1 by how much evidence there is that its
-       clicks are biased at all (``loss.sar_shrink``: a positive-part James-Stein factor
-       from the chi-square of the clicks' histogram against the validation cells'): a
-       few hundred random clicks differ from the validation cells by chance, and raw
-       weights would only add noise.
-    4. The PU risk's positive part is the weighted mean over the clicked pixels
+       the click propensity, up to a constant. A click inside a known completely
+       annotated region (``data.regions_known``) weighs 1 and is left out of the
+       estimate: every cell there was clicked, none for how it looks.
+    3. The PU risk's positive part is the weighted mean over the clicked pixels
        (:func:`~sparsecell.losses.functional.pu_risk`'s ``pos_weight``); the prior and the
        rest are ``pu``'s.
 
-    Under random clicks the weights are about 1 and this is ``pu``. The first version
-    (``pu_sar_v1`` in the benchmark: absolute optical density, no shrinkage) had steps
-    2 and 4 only.
+    Under random clicks the weights are about 1 (noisily, with a few hundred clicks)
+    and this is ``pu``. Two options were measured and are off by default, since they
+    did not raise validation F1 (README, "Clicks as users make them"):
+    ``loss.sar_reference: image`` takes ``z`` relative to the cell's own image (its
+    quantile among the image's tissue pixels), against scan and stain shifts between
+    images; ``loss.sar_shrink`` pulls each class's weights towards 1 by the evidence
+    that its clicks are biased at all (a positive-part James-Stein factor from a
+    chi-square test). Both together are ``pu_sar_shrunk`` in the benchmark.
     """
 
     name = "pu_sar"
