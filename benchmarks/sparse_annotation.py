@@ -190,7 +190,20 @@ def main() -> None:
                     help="config settings for every training, after the benchmark's own (e.g. model.dim=96 data.sigma=2)")
     ap.add_argument("--budget-minutes", type=float, default=None,
                     help="start no new training once this much time has passed (rows so far are kept)")
+    ap.add_argument("--report", action="store_true",
+                    help="train nothing: rewrite --out's markdown report and figures from its rows (after a rename)")
     args = ap.parse_args()
+    if args.report:
+        from sparsecell.fileio import atomic_write_text
+
+        doc = json.loads(args.out.read_text())
+        rows, doc["paired"] = doc["rows"], default_pairs(doc["rows"])
+        atomic_write_text(args.out, json.dumps(doc, indent=1) + "\n")
+        atomic_write_text(args.out.with_suffix(".md"), markdown_report(rows, doc["paired"]))
+        plot(rows, args.out.with_suffix(".png"), {ds: spec["radius"] for ds, spec in DATASETS.items()})
+        plot_curves(rows, args.out.with_name(args.out.stem + "_curves.png"))
+        print(f"wrote {args.out.with_suffix('.md')} and the figures from {len(rows)} rows")
+        return
     if args.quick:
         args.methods = args.methods or ["ce", "pu", "const", "sel", "sel_sfl", "teacher"]
         args.keeps = args.keeps or [0.25, 1.0]

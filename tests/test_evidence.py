@@ -267,3 +267,16 @@ def test_versus_table_pairs_by_seed_bolds_intervals_that_exclude_zero_and_gives_
     assert random_line.startswith("| crchisto | 0.1 |") and "**" not in random_line and "2 of 3" in random_line
     assert salient_line.startswith("| crchisto, salient | 0.1 |") and "**+0.053 ±" in salient_line and "3 of 3" in salient_line
     assert salient_line.endswith("| 0.78 / 0.85 |")  # 0.623 / 0.8 and 0.677 / 0.8
+
+
+def test_setting_table_has_a_row_per_setting_bolds_the_best_and_adds_full_labels():
+    from sparsecell.evidence import setting_table
+
+    rows = [_row("bcdata", "ce", 1.0, s, 0.7) for s in range(2)]
+    rows += [_row("bcdata", "pu", 0.1, s, 0.6 + 0.01 * s) for s in range(2)]
+    rows += [_row("bcdata", "ce", 0.1, s, 0.2) for s in range(2)]
+    rows += [_row("bcdata", "pu", 0.1, s, 0.4, sparsity="salient") for s in range(2)]
+    lines = setting_table(rows, 0.1, ["ce", "pu"]).splitlines()
+    assert lines[0] == "| setting | `ce` | `pu` | `ce`, every label |"
+    assert lines[2] == "| bcdata | 0.200 ± 0.000 | **0.605 ± 0.005** | 0.700 ± 0.000 |"
+    assert lines[3] == "| bcdata, salient | - | **0.400 ± 0.000** | 0.700 ± 0.000 |"

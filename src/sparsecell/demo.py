@@ -18,7 +18,7 @@ from .losses import DEFAULT_LOSS
 
 __all__ = ["demo_config", "run_demo", "DEMO_METHODS"]
 
-DEMO_METHODS = ("ce", "const", "sel_sfl")
+DEMO_METHODS = ("ce", "const", "sel_sfl", "pu")
 
 
 def demo_config(method: str, out: Path, quick: bool = False) -> Config:

@@ -39,6 +39,7 @@ __all__ = [
     "analysis",
     "paired",
     "versus_table",
+    "setting_table",
     "default_pairs",
     "validation_ranking",
     "format_pair",
@@ -62,7 +63,7 @@ METHODS: dict[str, list[str]] = {
     "sel_sfl_pc": ["loss.name=sel_sfl_pc"],
     "teacher": ["loss.name=teacher"],
     "sel_pu": ["loss.name=sel_pu"],
-    # the PU prior: estimated from the data (pu, the default), or told the simulated keep (an oracle, for reference)
+    # the PU prior: estimated from the data (pu), or told the simulated keep (an oracle, for reference)
     "pu_oracle": ["loss.name=pu", "loss.pu_keep={keep}"],
     "sel_pu_oracle": ["loss.name=sel_pu", "loss.pu_keep={keep}"],
     "pu_pseudo": ["loss.name=pu_pseudo"],
@@ -375,6 +376,30 @@ def validation_ranking(rows: Sequence[dict], candidates: Sequence[str]) -> list[
     full = [v for v in have.values() if all(m in v for m in candidates)]
     out = [(m, float(np.mean([v[m] for v in full])) if full else float("nan"), len(full)) for m in candidates]
     return sorted(out, key=lambda t: -t[1] if t[1] == t[1] else 0.0)
+
+
+def setting_table(rows: Sequence[dict], keep: float, methods: Sequence[str]) -> str:
+    """Markdown: test F1 (mean ± std over seeds) at one keep, a row per setting
+    (:func:`by_setting`) and a column per method, the best mean of each row in bold,
+    ``-`` where a method did not run, plus ``ce`` with every label."""
+    cells = defaultdict(list)
+    for r in by_setting(rows):
+        cells[(r["dataset"], r["keep"], r["method"])].append(r["f1"])
+    settings = sorted({d for d, k, m in cells if k == keep and m in methods})
+    lines = ["| setting | " + " | ".join(f"`{m}`" for m in methods) + " | `ce`, every label |",
+             "|---|" + "---|" * (len(methods) + 1)]  # fmt: skip
+    for ds in settings:
+        means = {m: np.mean(cells[(ds, keep, m)]) for m in methods if cells.get((ds, keep, m))}
+        best = max(means.values()) if means else None
+        vals = []
+        for m in methods:
+            f = cells.get((ds, keep, m))
+            txt = f"{np.mean(f):.3f} ± {np.std(f):.3f}" if f else "-"
+            vals.append(f"**{txt}**" if f and means[m] == best else txt)
+        full = cells.get((ds, 1.0, "ce"))
+        lines.append(f"| {ds} | " + " | ".join(vals) + f" | {np.mean(full):.3f} ± {np.std(full):.3f} |" if full else
+                     f"| {ds} | " + " | ".join(vals) + " | - |")  # fmt: skip
+    return "\n".join(lines)
 
 
 def versus_table(rows: Sequence[dict], ours: str, peer: str = "pu") -> str:
