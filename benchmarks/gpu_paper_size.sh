@@ -18,11 +18,12 @@ WORKERS=${WORKERS:-6}
 PRECISION=${PRECISION:-32-true}
 METHODS=${METHODS:-ce sel_sfl pu sel_pu const}
 KEEPS=${KEEPS:-0.25 1.0}
+SPARSITY=${SPARSITY:-random}  # issue 11's run: METHODS="ce pu pu_sar" KEEPS="0.1 0.25 1.0" SPARSITY="random salient"
 export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 common=(--data "$DATA" --model "$MODEL" --epochs "$EPOCHS" --batch-size 8 --lr 0.001 --val-every 4
         --device "$DEVICE" --precision "$PRECISION" --num-workers "$WORKERS" --seeds 0 --fold-per-seed
-        --budget-minutes "$BUDGET" --methods $METHODS --keeps $KEEPS)
+        --budget-minutes "$BUDGET" --methods $METHODS --keeps $KEEPS --sparsity $SPARSITY)
 "${PYTHON:-python3}" benchmarks/sparse_annotation.py "${common[@]}" --datasets bcdata --crop 512 --crops-per-image 4 \
     --out "$OUT/sparse_annotation_gpu_bcdata.json" --work /tmp/sparsecell_gpu_bc > "$OUT/gpu_bcdata.log" 2>&1 &
 "${PYTHON:-python3}" benchmarks/sparse_annotation.py "${common[@]}" --datasets crchisto --crop 448 --crops-per-image 2 \
