@@ -51,8 +51,17 @@ def test_the_slide_pipeline_runs_the_onnx_model(exported, tmp_path):
         det.tile, det.halo = 256, 32
         [s] = predict_slides(det, [tmp_path / "s.svs"], tmp_path / name, SlideRun(0.3, 0.5, "0" * 64, progress=False),
                              log=lambda m: None)  # fmt: skip
-        got[name] = s["counts"]
-    assert got["torch"] == got["onnx"]
+        got[name] = _cells(tmp_path / name / "s" / "cells.csv.gz")
+    # The heatmaps agree to 1e-4 (above), but this one-epoch model's maps are nearly flat,
+    # and a near-tie between neighbouring pixels or classes may break either way: so the
+    # same cells up to a few such breaks, not bit for bit.
+    from scipy.spatial import cKDTree
+
+    t, o = got["torch"], got["onnx"]
+    assert len(t) > 100 and abs(len(t) - len(o)) <= 0.01 * len(t)
+    for a, b in ((t, o), (o, t)):
+        dist, _ = cKDTree(b).query(a)
+        assert np.mean(dist <= 6) >= 0.99
 
 
 def test_export_refuses_to_overwrite(exported):
@@ -78,3 +87,11 @@ def test_export_and_predict_from_the_command_line(exported, tmp_path, capsys):
     assert (tmp_path / "res" / "s" / "summary.json").is_file() and (tmp_path / "res" / "cohort.csv").is_file()
     assert main(["export", str(ck), str(out)]) == 2  # exists: refused without --overwrite
     assert "exists" in capsys.readouterr().err
+
+
+def _cells(path):
+    import csv
+    import gzip
+
+    with gzip.open(path, "rt", newline="") as f:
+        return np.array([(float(r["x"]), float(r["y"])) for r in csv.DictReader(f)])
