@@ -157,7 +157,7 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=None)
     ap.add_argument("--folds", type=int, default=3, help="BCData folds (k)")
     ap.add_argument("--fold-per-seed", action=argparse.BooleanOptionalAction, default=True,
-                    help="BCData: seed i uses fold i only (k = max(number of seeds, --folds))")
+                    help="BCData: seed i uses fold i only (k = max(largest seed + 1, --folds))")
     ap.add_argument("--all-folds", dest="fold_per_seed", action="store_false",
                     help="BCData: run every fold for every seed instead (k times the trainings); "
                          "the same as --no-fold-per-seed")

@@ -103,12 +103,14 @@ def click_weights(click_z: Sequence[float], click_labels: Sequence[int], cell_z:
             continue
         edges = np.quantile(vz[vi], np.linspace(0, 1, bins + 1)[1:-1])
         b_click = np.searchsorted(edges, cz[ci])
-        p_cell = (np.bincount(np.searchsorted(edges, vz[vi]), minlength=bins) + SAR_SMOOTHING) / (len(vi) + bins * SAR_SMOOTHING)
-        p_click = (np.bincount(b_click, minlength=bins) + SAR_SMOOTHING) / (len(ci) + bins * SAR_SMOOTHING)
+        n_cell = np.bincount(np.searchsorted(edges, vz[vi]), minlength=bins)
+        n_click = np.bincount(b_click, minlength=bins)
+        p_cell = (n_cell + SAR_SMOOTHING) / (len(vi) + bins * SAR_SMOOTHING)
+        p_click = (n_click + SAR_SMOOTHING) / (len(ci) + bins * SAR_SMOOTHING)
         r = (p_cell / p_click)[b_click]
         s = 1.0
         if shrink:
-            s = _bias_evidence(np.bincount(b_click, minlength=bins), np.bincount(np.searchsorted(edges, vz[vi]), minlength=bins))
+            s = _bias_evidence(n_click, n_cell)
             r = 1.0 + s * (r / r.mean() - 1.0)
         if factors is not None:
             factors.append(s)
