@@ -98,9 +98,9 @@ def _run(case: Case, work: Path) -> None:
 # The inputs every case starts from
 # ---------------------------------------------------------------------------------------
 def _prepare(work: Path) -> None:
-    from sparsecell.points import write_csv
+    from sparsecell.formats.points import write_csv
     from sparsecell.report import save_png
-    from sparsecell.synthetic import SyntheticConfig, synthetic_dataset
+    from sparsecell.datasets.synthetic_tiles import SyntheticConfig, synthetic_dataset
 
     inp = work / "inputs"
     (inp / "tiles").mkdir(parents=True)
@@ -290,7 +290,7 @@ def main() -> None:
     for c in cases:
         detail = c.detail.replace("|", "\\|")
         lines.append(f"| {c.area} | {c.what} | {c.outcome} | {detail} |")
-    from sparsecell.fileio import atomic_write_text
+    from sparsecell.formats.fileio import atomic_write_text
 
     atomic_write_text(args.out, "\n".join(lines) + "\n")
     print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))

@@ -24,11 +24,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from sparsecell.config import load_config  # noqa: E402
-from sparsecell.data import sparse_points  # noqa: E402
+from sparsecell.training.crops import sparse_points  # noqa: E402
 from sparsecell.datasets import load_samples, open_dataset  # noqa: E402
 from sparsecell.datasets.bcdata import folds as bcdata_folds  # noqa: E402
-from sparsecell.targets import conspicuity  # noqa: E402
-from sparsecell.train import _click_weights  # noqa: E402
+from sparsecell.training.targets import conspicuity  # noqa: E402
+from sparsecell.training.loop import _click_weights  # noqa: E402
 
 VARIANTS = {"pu_sar": [], "pu_sar_shrunk": ["loss.sar_reference=image", "loss.sar_shrink=true"]}
 

@@ -4,7 +4,7 @@ Prints, for a synthetic slide (synthetic Ki-67 tissue everywhere, so every tile 
 
 - megapixels per second (model-resolution pixels of tile cores) of the model alone
   (the tiles already decoded in memory, batches through the network) and of the whole
-  pipeline (`sparsecell.slide_predict.predict_slide`: reading, resampling, the model,
+  pipeline (`sparsecell.slides.pipeline.predict_slide`: reading, resampling, the model,
   seams, writing), and their ratio (target: the pipeline at >= 90 % of the model);
 - the peak resident memory of predicting the slide and a slide with 4x the pixels, each
   in a fresh process (target: within 10 %);
@@ -41,7 +41,7 @@ def make_slide(path: Path, side: int, mpp: float) -> None:
     """A square SVS of synthetic Ki-67 tissue, tiled from 512 px synthetic tiles."""
     from slide_fixtures import write_svs
 
-    from sparsecell.synthetic import SyntheticConfig, synthetic_tile
+    from sparsecell.datasets.synthetic_tiles import SyntheticConfig, synthetic_tile
 
     tiles = [synthetic_tile(900 + k, SyntheticConfig(size=512))[0] for k in range(4)]
     img = np.empty((side, side, 3), np.uint8)
@@ -56,7 +56,7 @@ def build_detector(args):
     import torch
 
     from sparsecell.config import EvalConfig
-    from sparsecell.inference import Detector
+    from sparsecell.inference.detector import Detector
     from sparsecell.models import build_model
 
     if args.checkpoint:
@@ -65,7 +65,7 @@ def build_detector(args):
     model = build_model(args.model, 2)
     det = Detector(model, ("positive", "negative"), 0.5, EvalConfig(mpp=args.mpp), device=args.device)
     if args.threshold is None:  # random weights: the threshold that finds cells at a tumour's density
-        from sparsecell.synthetic import SyntheticConfig, synthetic_tile
+        from sparsecell.datasets.synthetic_tiles import SyntheticConfig, synthetic_tile
 
         img = synthetic_tile(900, SyntheticConfig(size=512))[0]
         low = det.peaks(img, 0.0)
@@ -82,7 +82,7 @@ CELLS_PER_MP = 2000
 
 def child(args) -> None:
     """One slide through the pipeline in this process; print the summary's figures and peak RSS."""
-    from sparsecell.slide_predict import SlideRun, predict_slide
+    from sparsecell.slides.pipeline import SlideRun, predict_slide
 
     det = build_detector(args)
     run = SlideRun(threshold=det.threshold, model_mpp=args.mpp, model_sha="0" * 64, tissue=False,
@@ -108,10 +108,10 @@ def model_alone(det, slide: Path, mpp: float, batch_size: int, runner=None) -> t
     """(seconds, core megapixels) of the network on the slide's tiles, decoded beforehand."""
     import torch
 
-    from sparsecell.data import to_tensor
-    from sparsecell.inference import predict_heatmap
-    from sparsecell.slide import open_slide
-    from sparsecell.tiling import TileGrid
+    from sparsecell.models.inputs import to_tensor
+    from sparsecell.inference.detector import predict_heatmap
+    from sparsecell.slides.reader import open_slide
+    from sparsecell.inference.tiling import TileGrid
 
     with open_slide(slide) as s:
         scale = mpp / s.mpp
@@ -154,7 +154,7 @@ def main() -> None:
         return
     import torch
 
-    from sparsecell.fileio import atomic_write_text
+    from sparsecell.formats.fileio import atomic_write_text
 
     res: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                              "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "device": args.device},
@@ -202,7 +202,7 @@ def onnx_vs_torch(args, det, slide: Path, torch_secs: float, mp: float, tmp: Pat
     import torch
 
     from sparsecell.config import Config, EvalConfig, ModelConfig
-    from sparsecell.export import OnnxModel, export_onnx
+    from sparsecell.inference.onnx import OnnxModel, export_onnx
 
     # a checkpoint-like file of these weights, as `sparsecell export` reads it
     cfg = Config(model=ModelConfig(size=args.model), eval=EvalConfig(mpp=args.mpp))

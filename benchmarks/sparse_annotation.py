@@ -11,7 +11,7 @@ trains and writes; the methods, tables and figures are ``sparsecell.evidence``'s
     .venv/bin/python benchmarks/sparse_annotation.py              # the full grid (about 3.5 h)
 
 ``--sparsity random salient region`` simulates how the annotator clicks
-(``sparsecell.targets.sparsify``); rows record it (``sparsity``), the share of
+(``sparsecell.training.targets.sparsify``); rows record it (``sparsity``), the share of
 annotated cells the method estimated (``keep_estimate``, null where it was told one)
 and the true share (``clicked_share``; ``keep`` is the asked-for share).
 
@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from sparsecell import __version__  # noqa: E402
 from sparsecell.config import load_config  # noqa: E402
-from sparsecell.data import sparse_points  # noqa: E402
+from sparsecell.training.crops import sparse_points  # noqa: E402
 from sparsecell.datasets import load_samples, open_dataset  # noqa: E402
 from sparsecell.datasets.bcdata import folds as bcdata_folds  # noqa: E402
 from sparsecell.evidence import (  # noqa: E402
@@ -55,8 +55,8 @@ from sparsecell.evidence import (  # noqa: E402
     summarise,
     val_curve,
 )
-from sparsecell.inference import Detector, evaluate  # noqa: E402
-from sparsecell.train import train  # noqa: E402
+from sparsecell.inference.detector import Detector, evaluate  # noqa: E402
+from sparsecell.training.loop import train  # noqa: E402
 
 #: Per data set: the matching radius (px) and an extra one to report, the target's sigma, crops
 #: per image per epoch, and the folder under --data and the annotation mode where not the default.
@@ -162,7 +162,7 @@ def main() -> None:
                     help="BCData: run every fold for every seed instead (k times the trainings); "
                          "the same as --no-fold-per-seed")
     ap.add_argument("--sparsity", nargs="+", default=["random"], choices=["random", "salient", "region"],
-                    help="how the simulated annotator clicks (sparsecell.targets.sparsify)")
+                    help="how the simulated annotator clicks (sparsecell.training.targets.sparsify)")
     ap.add_argument("--salient-beta", type=float, default=2.0,
                     help="salient clicking's beta (drawn within each class: a Ki-67 annotator clicks the obvious "
                          "cells of both classes; drawn over all cells, BCData's darker positive cells take 94-100%% "
@@ -194,7 +194,7 @@ def main() -> None:
                     help="train nothing: rewrite --out's markdown report and figures from its rows (after a rename)")
     args = ap.parse_args()
     if args.report:
-        from sparsecell.fileio import atomic_write_text
+        from sparsecell.formats.fileio import atomic_write_text
 
         doc = json.loads(args.out.read_text())
         rows, doc["paired"] = doc["rows"], default_pairs(doc["rows"])
@@ -271,7 +271,7 @@ def _commit() -> str:
 def _write(args, rows, started) -> None:
     """The results so far: the JSON (config, environment, commit, rows, paired
     differences), the markdown report and the two figures beside it."""
-    from sparsecell.fileio import atomic_write_text
+    from sparsecell.formats.fileio import atomic_write_text
 
     commit = _commit()
     cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}

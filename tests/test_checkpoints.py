@@ -15,12 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import TINY
-from sparsecell.checkpoint import read_checkpoint
+from sparsecell.inference.checkpoint import read_checkpoint
 from sparsecell.cli import main
 from sparsecell.config import load_config
 from sparsecell.errors import CheckpointError
-from sparsecell.inference import Detector
-from sparsecell.train import train
+from sparsecell.inference.detector import Detector
+from sparsecell.training.loop import train
 
 PWNED = Path(tempfile.gettempdir()) / "sparsecell_checkpoint_pwned"
 

@@ -3,11 +3,11 @@
 import numpy as np
 import torch
 
-from sparsecell.data import CropDataset, weight_map
+from sparsecell.training.crops import CropDataset, weight_map
 from sparsecell.losses.functional import pu_risk
 from sparsecell.losses.prior import SAR_MAX_WEIGHT, click_weights
-from sparsecell.points import Points
-from sparsecell.targets import conspicuity, sparsify
+from sparsecell.formats.points import Points
+from sparsecell.training.targets import conspicuity, sparsify
 
 
 def test_random_clicks_weigh_about_one_and_salient_faint_clicks_weigh_more():

@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sparsecell import datasets, imageio
+from sparsecell import datasets
+
+from sparsecell.formats import images as imageio
 from sparsecell.datasets import PointDataset, Sample, bcdata, crchisto, folder, shidc
 from sparsecell.datasets.crchisto import CLASSES as CRCHISTO_CLASSES
 from sparsecell.errors import AnnotationError, ConfigError, ImageError, SparsecellError
-from sparsecell.imageio import read_image
-from sparsecell.points import Points
+from sparsecell.formats.images import read_image
+from sparsecell.formats.points import Points
 
 
 # ---------------------------------------------------------------------------------------

@@ -98,7 +98,7 @@ def test_energy_separation_reads_the_energy_at_missed_cells_and_background(monke
             E[np.hypot(xx - x, yy - y) <= 3] = 0.2
         return E
 
-    monkeypatch.setitem(sys.modules, "sparsecell.inference", types.SimpleNamespace(node_energy=node_energy))
+    monkeypatch.setitem(sys.modules, "sparsecell.training.energy", types.SimpleNamespace(node_energy=node_energy))
     s = types.SimpleNamespace(image=np.zeros((64, 64, 3), np.uint8), points=_Pts([[10, 10], [40, 20], [30, 50]]))
     out = ev.energy_separation(None, [s], [_Pts([[10, 10]])])
     assert out == {"energy_auc": 1.0, "energy_missed_mean": pytest.approx(0.2), "energy_background_mean": pytest.approx(0.9)}

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import TINY
 from sparsecell.config import load_config
-from sparsecell.train import train
+from sparsecell.training.loop import train
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -15,7 +15,7 @@ pytest.importorskip("onnxscript")
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from sparsecell.export import export_onnx
+    from sparsecell.inference.onnx import export_onnx
 
     out = tmp_path_factory.mktemp("onnx")
     ck = train(load_config(None, TINY + ["eval.mpp=0.5", f"train.out_dir={out / 'run'}"]), quiet=True).best_checkpoint
@@ -23,11 +23,12 @@ def exported(tmp_path_factory):
 
 
 def test_onnx_heatmaps_match_pytorch(exported):
-    from sparsecell.export import ONNX_TOLERANCE
-    from sparsecell.inference import Detector
+    from sparsecell.inference.onnx import ONNX_TOLERANCE
+    from sparsecell.inference.detector import Detector
+    from sparsecell.inference.load import load_detector
 
     ck, onnx_path = exported
-    torch_det, onnx_det = Detector.from_checkpoint(ck, device="cpu"), Detector.from_checkpoint(onnx_path)
+    torch_det, onnx_det = Detector.from_checkpoint(ck, device="cpu"), load_detector(onnx_path)
     assert onnx_det.classes == torch_det.classes and onnx_det.threshold == torch_det.threshold
     assert onnx_det.eval == torch_det.eval
     rng = np.random.default_rng(0)
@@ -41,13 +42,14 @@ def test_onnx_heatmaps_match_pytorch(exported):
 def test_the_slide_pipeline_runs_the_onnx_model(exported, tmp_path):
     from slide_fixtures import blob_image, write_svs
 
-    from sparsecell.inference import Detector
-    from sparsecell.slide_predict import SlideRun, predict_slides
+    from sparsecell.inference.detector import Detector
+    from sparsecell.inference.load import load_detector
+    from sparsecell.slides.pipeline import SlideRun, predict_slides
 
     ck, onnx_path = exported
     write_svs(tmp_path / "s.svs", blob_image(600, 500), mpp=0.5)
     got = {}
-    for name, det in (("torch", Detector.from_checkpoint(ck, device="cpu")), ("onnx", Detector.from_checkpoint(onnx_path))):
+    for name, det in (("torch", Detector.from_checkpoint(ck, device="cpu")), ("onnx", load_detector(onnx_path))):
         det.tile, det.halo = 256, 32
         [s] = predict_slides(det, [tmp_path / "s.svs"], tmp_path / name, SlideRun(0.3, 0.5, "0" * 64, progress=False),
                              log=lambda m: None)  # fmt: skip
@@ -66,7 +68,7 @@ def test_the_slide_pipeline_runs_the_onnx_model(exported, tmp_path):
 
 def test_export_refuses_to_overwrite(exported):
     from sparsecell.errors import SparsecellError
-    from sparsecell.export import export_onnx
+    from sparsecell.inference.onnx import export_onnx
 
     ck, onnx_path = exported
     with pytest.raises(SparsecellError, match="exists"):

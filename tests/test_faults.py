@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from conftest import TINY
-from sparsecell.checkpoint import read_checkpoint
+from sparsecell.inference.checkpoint import read_checkpoint
 from sparsecell.errors import CheckpointError, ConfigError, TrainingError
-from sparsecell.train import train
+from sparsecell.training.loop import train
 
 EXE = Path(sys.executable).parent / "sparsecell"
 #: A run long enough to be killed in the middle: 8 epochs of 24 steps.

@@ -3,7 +3,7 @@ import stat
 
 import pytest
 
-from sparsecell.fileio import atomic_path, atomic_write_text
+from sparsecell.formats.fileio import atomic_path, atomic_write_text
 
 
 def test_atomic_write_has_normal_permissions_and_replaces(tmp_path):

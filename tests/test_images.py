@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from sparsecell.errors import ImageError
-from sparsecell.imageio import MAX_PIXELS, image_size, pixel_limit, read_image
+from sparsecell.formats.images import MAX_PIXELS, image_size, pixel_limit, read_image
 
 
 def test_the_limit_and_its_override(monkeypatch):
@@ -41,7 +41,7 @@ def test_a_tiff_bomb_is_refused_by_the_tiff_decoder_too(tmp_path):
     assert (tmp_path / "bomb.tif").stat().st_size < 200_000
     with pytest.raises(ImageError, match="bomb.tif: .* pixels"):
         read_image(tmp_path / "bomb.tif", max_pixels=1_000_000)
-    from sparsecell.imageio import _read_tiff
+    from sparsecell.formats.images import _read_tiff
 
     with pytest.raises(ImageError, match="bomb.tif: 2048x2048 px is more than"):  # tifffile's own path
         _read_tiff(tmp_path / "bomb.tif", 1_000_000)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sparsecell.ki67 import MIN_CELLS, CountGrid, is_negative, is_positive, ki67_index, report_warnings
+from sparsecell.slides.ki67 import MIN_CELLS, CountGrid, is_negative, is_positive, ki67_index, report_warnings
 
 
 def test_index():

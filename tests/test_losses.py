@@ -5,7 +5,8 @@ import torch
 
 from sparsecell.losses.reference import sel_loop, sfl_loop
 from sparsecell.config import DataConfig, LossConfig
-from sparsecell.losses import ROLES, build_loss
+from sparsecell.catalogue import ROLES
+from sparsecell.losses import build_loss
 from sparsecell.losses.functional import semantic_energy, stretched_feature_loss, weighted_cross_entropy
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from sparsecell.inference import find_peaks
+from sparsecell.inference.peaks import find_peaks
 from sparsecell.metrics import (
     PAPER_THRESHOLD,
     THRESHOLD_GRID,
@@ -14,8 +14,8 @@ from sparsecell.metrics import (
     score_points,
     threshold_sweep,
 )
-from sparsecell.points import Points
-from sparsecell.targets import gaussian_heatmap
+from sparsecell.formats.points import Points
+from sparsecell.training.targets import gaussian_heatmap
 
 
 def test_match_simple_within_radius():

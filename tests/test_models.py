@@ -63,8 +63,8 @@ def test_autocast_forward_cpu(dtype):
 
 @pytest.mark.parametrize("name", ["ce", "sel_sfl"])
 def test_a_few_steps_on_a_synthetic_tile_lower_the_loss(name):
-    from sparsecell.synthetic import SyntheticConfig, synthetic_tile
-    from sparsecell.targets import gaussian_heatmap, node_labels
+    from sparsecell.datasets.synthetic_tiles import SyntheticConfig, synthetic_tile
+    from sparsecell.training.targets import gaussian_heatmap, node_labels
 
     torch.manual_seed(0)
     img, pts = synthetic_tile(0, SyntheticConfig(size=64))

@@ -13,10 +13,10 @@ import pytest
 from conftest import TINY
 from sparsecell.cli import main
 from sparsecell.config import load_config
-from sparsecell.points import write_csv
+from sparsecell.formats.points import write_csv
 from sparsecell.report import save_png
-from sparsecell.synthetic import SyntheticConfig, synthetic_dataset
-from sparsecell.train import train
+from sparsecell.datasets.synthetic_tiles import SyntheticConfig, synthetic_dataset
+from sparsecell.training.loop import train
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_predict_checks_every_input_before_writing(ckpt, tiles, tmp_path, capsys
 
 def test_a_failing_predict_leaves_nothing_behind(ckpt, tiles, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
-    from sparsecell import inference
+    from sparsecell.inference import detector as inference
 
     calls = []
     real = inference.Detector.predict

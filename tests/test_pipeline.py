@@ -15,13 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sparsecell.config import DataConfig, load_config
-from sparsecell.data import (
-    CropDataset,
-    augment,
-    pad_to_multiple,
-    sparse_points,
-    to_tensor,
-)
+from sparsecell.models.inputs import pad_to_multiple, to_tensor
+from sparsecell.training.crops import CropDataset, augment, sparse_points
 from sparsecell.datasets import (
     Sample,
     detect_source,
@@ -30,8 +25,8 @@ from sparsecell.datasets import (
     splits,
 )
 from sparsecell.errors import ConfigError
-from sparsecell.points import Points, write_csv
-from sparsecell.targets import node_labels
+from sparsecell.formats.points import Points, write_csv
+from sparsecell.training.targets import node_labels
 
 CLASSES = ("positive", "negative")
 
@@ -379,7 +374,7 @@ def _assert_same_samples(ds, reference):
 
 def test_open_synthetic_equals_synthetic_dataset():
     from sparsecell.datasets import synthetic as syn_source
-    from sparsecell.synthetic import TUMOUR_CLASSES, SyntheticConfig, synthetic_dataset
+    from sparsecell.datasets.synthetic_tiles import TUMOUR_CLASSES, SyntheticConfig, synthetic_dataset
 
     assert syn_source.CLASSES == TUMOUR_CLASSES
     cfg = SyntheticConfig(size=64)
@@ -417,7 +412,7 @@ def test_load_samples_synthetic_counts():
     assert [s.image_id for s in train] == ["syn0000", "syn0001", "syn0002"]
     assert [s.image_id for s in val] == ["syn0000", "syn0001"]
     assert all(s.image.shape == (64, 64, 3) for s in train + val)
-    from sparsecell.synthetic import SyntheticConfig, synthetic_dataset
+    from sparsecell.datasets.synthetic_tiles import SyntheticConfig, synthetic_dataset
 
     ref = synthetic_dataset(2, seed=5, config=SyntheticConfig(size=64))
     for s, (img, pts, _) in zip(val, ref):
@@ -521,7 +516,7 @@ def test_detect_source_shidc_with_split_folders(tmp_path):
 # ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def detector():
-    from sparsecell.inference import Detector
+    from sparsecell.inference.detector import Detector
     from sparsecell.models import build_model
 
     torch.manual_seed(0)
@@ -549,7 +544,7 @@ def _expected_node_energy(detector, image, points) -> np.ndarray:
 
 
 def test_node_energy_shape_range_and_labelled_cells(detector):
-    from sparsecell.inference import node_energy
+    from sparsecell.training.energy import node_energy
 
     H, W = 60, 45  # padded to 64 x 48: a 4 x 3 grid
     image = np.random.default_rng(0).integers(0, 256, size=(H, W, 3), dtype=np.uint8)
@@ -573,7 +568,7 @@ def test_node_energy_shape_range_and_labelled_cells(detector):
 
 
 def test_node_energy_all_or_no_nodes_labelled(detector):
-    from sparsecell.inference import node_energy
+    from sparsecell.training.energy import node_energy
 
     H, W = 40, 50  # 48 x 64 padded: 3 x 4 grid
     image = np.random.default_rng(1).integers(0, 256, size=(H, W, 3), dtype=np.uint8)
@@ -590,7 +585,7 @@ def test_node_energy_all_or_no_nodes_labelled(detector):
 
 
 def test_large_images_are_predicted_tile_by_tile_with_bounded_windows(monkeypatch):
-    from sparsecell.inference import Detector
+    from sparsecell.inference.detector import Detector
     from sparsecell.models import build_model
 
     torch.manual_seed(0)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sparsecell.errors import AnnotationError
-from sparsecell.points import Points, read_csv, read_geojson, read_points, write_csv, write_geojson
+from sparsecell.formats.points import Points, read_csv, read_geojson, read_points, write_csv, write_geojson
 
 
 def _write(path, text, encoding="utf-8"):

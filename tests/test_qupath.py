@@ -9,10 +9,10 @@ import uuid
 import numpy as np
 import pytest
 
-from sparsecell import qupath
+from sparsecell.formats import qupath
 from sparsecell.errors import AnnotationError
-from sparsecell.points import read_geojson
-from sparsecell.qupath import DetectionWriter, check_qupath_shape, qupath_class, read_detections, read_regions
+from sparsecell.formats.points import read_geojson
+from sparsecell.formats.qupath import DetectionWriter, check_qupath_shape, qupath_class, read_detections, read_regions
 
 CLASSES = ("positive", "negative", "stroma")
 

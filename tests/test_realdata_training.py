@@ -3,9 +3,9 @@
 import pytest
 
 from sparsecell.config import load_config
-from sparsecell.inference import Detector, evaluate
+from sparsecell.inference.detector import Detector, evaluate
 from sparsecell.datasets import load_samples
-from sparsecell.train import train
+from sparsecell.training.loop import train
 
 
 @pytest.mark.realdata

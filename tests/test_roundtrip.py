@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from sparsecell.errors import AnnotationError, SparsecellError
-from sparsecell.points import (
+from sparsecell.formats.points import (
     Points,
     read_csv,
     read_geojson,

@@ -1,4 +1,4 @@
-"""Whole-slide reading (sparsecell.slide) on a synthetic Aperio SVS."""
+"""Whole-slide reading (sparsecell.slides.reader) on a synthetic Aperio SVS."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ pytest.importorskip("openslide")
 from slide_fixtures import blob_image, block_mean, corrupt_tile, truncate, write_svs, write_tiff
 
 from sparsecell.errors import SlideError
-from sparsecell.slide import configure_worker, open_slide
+from sparsecell.slides.reader import configure_worker, open_slide
 
 W, H = 2048, 1536
 BACKENDS = ("tiffslide", "openslide")

@@ -15,7 +15,7 @@ from conftest import TINY
 from slide_fixtures import blob_image, truncate, write_svs
 from sparsecell.cli import main
 from sparsecell.config import load_config
-from sparsecell.train import train
+from sparsecell.training.loop import train
 
 pytest.importorskip("tiffslide")
 

@@ -15,9 +15,9 @@ from torch import nn
 
 from slide_fixtures import write_svs
 from sparsecell.config import EvalConfig
-from sparsecell.inference import Detector
+from sparsecell.inference.detector import Detector
 from sparsecell.models.detector import DetectorOutput
-from sparsecell.slide_predict import SlideRun, predict_slides, write_cohort
+from sparsecell.slides.pipeline import SlideRun, predict_slides, write_cohort
 
 pytest.importorskip("tiffslide")
 
@@ -127,7 +127,7 @@ def test_the_pipeline_equals_the_detector_on_the_same_pixels(tmp_path):
 
 
 def test_outputs_import_into_qupath_and_reruns_skip(tmp_path):
-    from sparsecell.qupath import check_qupath_shape
+    from sparsecell.formats.qupath import check_qupath_shape
 
     cells = seam_cells(np.random.default_rng(0))
     write_svs(tmp_path / "a.svs", plant(768, 640, cells), mpp=0.25)
@@ -164,7 +164,7 @@ def test_outputs_import_into_qupath_and_reruns_skip(tmp_path):
 
 
 def test_an_roi_restricts_the_counts(tmp_path):
-    from sparsecell.qupath import read_regions
+    from sparsecell.formats.qupath import read_regions
 
     cells = seam_cells(np.random.default_rng(1))
     write_svs(tmp_path / "s.svs", plant(768, 640, cells), mpp=0.25)

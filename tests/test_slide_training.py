@@ -18,7 +18,7 @@ def synthetic_slide(tmp_path, keep=0.5, seed=0):
     """A 2048 x 1024 px slide at 0.25 um/px: four synthetic Ki-67 tiles (512 px at 0.5
     um/px, upsampled 2x) on the left, glass on the right; a QuPath export with three
     training regions (a share of the cells clicked) and one exhaustive region."""
-    from sparsecell.synthetic import SyntheticConfig, synthetic_tile
+    from sparsecell.datasets.synthetic_tiles import SyntheticConfig, synthetic_tile
 
     W0, H0 = 2048, 1024
     img = np.full((H0, W0, 3), 248, np.uint8)
@@ -63,7 +63,7 @@ def test_slide_windows_carry_the_clicks_at_model_resolution(tmp_path):
     want = sorted((round((x + 0.5) / 2 - 0.5 - 256, 6), round((y + 0.5) / 2 - 0.5 - 256, 6), c) for k, x, y, c in truth if k == 3)
     got = sorted((round(x, 6), round(y, 6), s.points.classes[lab]) for (x, y), lab in zip(s.points.xy, s.points.labels))
     assert got == want  # every cell of the exhaustive region, at its model-px place and class
-    from sparsecell.synthetic import SyntheticConfig, synthetic_tile
+    from sparsecell.datasets.synthetic_tiles import SyntheticConfig, synthetic_tile
 
     tile, _ = synthetic_tile(103, SyntheticConfig(size=256))
     assert np.abs(s.image.astype(int) - tile.astype(int)).max() <= 1  # read at 0.5 um/px: the tile again
@@ -94,9 +94,9 @@ def test_slide_data_errors(tmp_path):
 @pytest.mark.slow
 def test_train_on_slides_then_predict_them(tmp_path):
     from sparsecell.config import load_config
-    from sparsecell.inference import Detector
-    from sparsecell.slide_predict import SlideRun, predict_slides
-    from sparsecell.train import train
+    from sparsecell.inference.detector import Detector
+    from sparsecell.slides.pipeline import SlideRun, predict_slides
+    from sparsecell.training.loop import train
 
     (tmp_path / "slides").mkdir()
     truth = synthetic_slide(tmp_path / "slides")

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from sparsecell.config import load_config
-from sparsecell.data import CropDataset, sparse_annotations
+from sparsecell.training.crops import CropDataset, sparse_annotations
 from sparsecell.errors import ConfigError
 from sparsecell.losses.prior import estimate_keep
 from sparsecell.metrics import Sweep
-from sparsecell.points import Points
-from sparsecell.pseudo import PseudoLabeller, count_ratio, pseudo_threshold
+from sparsecell.formats.points import Points
+from sparsecell.training.pseudo import PseudoLabeller, count_ratio, pseudo_threshold
 
 
 # --- the annotated share --------------------------------------------------------------
@@ -161,8 +161,8 @@ def test_crop_dataset_gives_pseudo_labels_their_own_target():
 
 
 def test_pu_pseudo_trains_keeps_its_labels_and_share_in_the_checkpoint(tiny_config):
-    from sparsecell.checkpoint import read_checkpoint
-    from sparsecell.train import train
+    from sparsecell.inference.checkpoint import read_checkpoint
+    from sparsecell.training.loop import train
 
     cfg = tiny_config("loss.name=pu_pseudo", "train.epochs=3", "loss.pseudo_start=0.3", "loss.pseudo_precision=0.01",
                       "loss.pseudo_stable=false", "data.keep=0.5")  # fmt: skip
@@ -176,9 +176,9 @@ def test_pu_pseudo_trains_keeps_its_labels_and_share_in_the_checkpoint(tiny_conf
 
 
 def test_train_prints_and_stores_the_estimated_share_and_never_reads_the_simulated_keep(tiny_config, capsys):
-    from sparsecell.checkpoint import read_checkpoint
+    from sparsecell.inference.checkpoint import read_checkpoint
     from sparsecell.datasets import load_samples
-    from sparsecell.train import train
+    from sparsecell.training.loop import train
 
     cfg = tiny_config("loss.name=pu", "data.keep=0.5")
     r = train(cfg)
@@ -197,8 +197,8 @@ def test_train_prints_and_stores_the_estimated_share_and_never_reads_the_simulat
 
 
 def test_pu_sar_trains_from_salient_clicks_and_the_shrunk_variant_reports_its_evidence_of_bias(tiny_config, capsys, tmp_path):
-    from sparsecell.checkpoint import read_checkpoint
-    from sparsecell.train import train
+    from sparsecell.inference.checkpoint import read_checkpoint
+    from sparsecell.training.loop import train
 
     r = train(tiny_config("loss.name=pu_sar", "data.keep=0.5", "data.sparsity=salient"))
     out = capsys.readouterr().out
@@ -215,7 +215,7 @@ def test_pu_sar_trains_from_salient_clicks_and_the_shrunk_variant_reports_its_ev
 
 def test_clicks_inside_known_complete_regions_weigh_one(tiny_config):
     from sparsecell.datasets import load_samples
-    from sparsecell.train import _click_weights
+    from sparsecell.training.loop import _click_weights
 
     cfg = tiny_config("loss.name=pu_sar", "data.keep=0.3", "data.sparsity=region", "data.region=32", "data.regions_known=true")
     train_s, val_s, _ = load_samples(cfg)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sparsecell.points import Points
-from sparsecell.synthetic import (
+from sparsecell.formats.points import Points
+from sparsecell.datasets.synthetic_tiles import (
     STAIN_VECTORS,
     TUMOUR_CLASSES,
     SyntheticConfig,

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from sparsecell.points import Points
-from sparsecell.targets import gaussian_heatmap, node_labels, sparsify
+from sparsecell.formats.points import Points
+from sparsecell.training.targets import gaussian_heatmap, node_labels, sparsify
 
 
 def test_heatmap_matches_formula_exactly():
@@ -112,7 +112,7 @@ def _dark_image(p, size=200, seed=0):
 
 
 def test_salient_sparsity_clicks_the_dark_cells_first_and_keeps_the_count():
-    from sparsecell.targets import conspicuity
+    from sparsecell.training.targets import conspicuity
 
     g = np.stack(np.meshgrid(np.arange(10, 200, 19), np.arange(10, 200, 19)), -1).reshape(-1, 2)[:100].astype(float)
     p = Points(g, np.zeros(len(g), np.int64), ("tumour",))
@@ -135,7 +135,7 @@ def test_salient_sparsity_clicks_the_dark_cells_first_and_keeps_the_count():
 
 
 def test_region_boxes_cover_exactly_the_kept_points():
-    from sparsecell.targets import in_boxes, region_boxes
+    from sparsecell.training.targets import in_boxes, region_boxes
 
     p = _pts(500)
     boxes = region_boxes(p, 0.25, seed=2, side=100, shape=(500, 500))

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from sparsecell.inference import find_peaks
-from sparsecell.tiling import SeamPeaks, TileGrid
+from sparsecell.inference.peaks import find_peaks
+from sparsecell.inference.tiling import SeamPeaks, TileGrid
 
 
 def smooth_heatmap(rng, C, H, W, sigma=3.0):

@@ -15,11 +15,11 @@ from sparsecell.cli import main
 from sparsecell.config import load_config
 from sparsecell.datasets import Sample, load_samples
 from sparsecell.errors import CheckpointError, ConfigError
-from sparsecell.inference import Detector, evaluate
-from sparsecell.points import read_csv, read_geojson
+from sparsecell.inference.detector import Detector, evaluate
+from sparsecell.formats.points import read_csv, read_geojson
 from sparsecell.report import save_png
-from sparsecell.synthetic import SyntheticConfig, synthetic_dataset
-from sparsecell.train import train
+from sparsecell.datasets.synthetic_tiles import SyntheticConfig, synthetic_dataset
+from sparsecell.training.loop import train
 
 from conftest import TINY
 
@@ -68,7 +68,7 @@ def test_train_reload_predict_evaluate_and_cli_outputs(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     save_png(img, data / "a.png")
-    from sparsecell.points import write_csv
+    from sparsecell.formats.points import write_csv
 
     write_csv(pts, data / "a.csv")
     rc = main(["evaluate", str(r.best_checkpoint), str(data), "--device", "cpu", "--out", str(tmp_path / "ev.json")])

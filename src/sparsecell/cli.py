@@ -1,7 +1,7 @@
 """The ``sparsecell`` command: train, evaluate, predict, export, demo.
 
-Each subcommand is a thin wrapper of the Python API (:func:`sparsecell.train.train`,
-:class:`sparsecell.inference.Detector`, :func:`sparsecell.inference.evaluate`).
+Each subcommand is a thin wrapper of the Python API (:func:`sparsecell.training.loop.train`,
+:class:`sparsecell.inference.detector.Detector`, :func:`sparsecell.inference.detector.evaluate`).
 Errors in the user's input print one line and exit with status 2.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .config import RULES, in_range, range_text
 from .errors import SparsecellError
-from .fileio import write_json
+from .formats.fileio import write_json
 
 EXAMPLES = {
     "train": "example:\n  sparsecell train configs/crchisto.yaml data.root=../shared/data/crchisto data.keep=0.25 loss.name=sel_sfl",
@@ -63,7 +63,7 @@ THRESHOLD = _number("threshold", RULES["eval.threshold"])  # the range eval.thre
 # ---------------------------------------------------------------------------------------
 def cmd_train(args) -> int:
     from .config import load_config
-    from .train import train
+    from .training.loop import train
 
     config, overrides = args.config, list(args.overrides)
     if config is not None and "=" in config and not Path(config).is_file():
@@ -79,10 +79,11 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .datasets import detect_source, open_dataset
-    from .inference import Detector, evaluate
+    from .inference.detector import evaluate
+    from .inference.load import load_detector
     from .report import results_table
 
-    det = Detector.from_checkpoint(args.checkpoint, device=args.device)
+    det = load_detector(args.checkpoint, args.device, args.engine)
     root = Path(args.data)
     if not root.exists():
         raise SparsecellError(f"{root}: data folder not found")
@@ -124,15 +125,14 @@ def cmd_predict(args) -> int:
     import shutil
     import tempfile
 
-    from .imageio import image_size, read_image
-    from .inference import Detector
-    from .points import write_csv, write_geojson
+    from .formats.images import image_size, read_image
+    from .formats.points import write_csv, write_geojson
     from .report import overlay, save_png
 
     if _slide_mode(args):
         return _predict_slides(args)
     # every input checked before anything is written
-    det = Detector.from_checkpoint(args.checkpoint, device=args.device)
+    det = _open_model(args, args.device, print)
     paths = [Path(p) for p in args.images]
     seen: dict[str, Path] = {}
     for path in paths:
@@ -180,6 +180,15 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def _open_model(args, device, log):
+    """The checkpoint (or ONNX export) with the engine asked for; says which runs it."""
+    from .inference.load import load_detector
+
+    det = load_detector(args.checkpoint, device, args.engine, log=log)
+    log(f"model {args.checkpoint}: {'onnxruntime' if det.engine == 'onnx' else 'PyTorch'} on {det.device}")
+    return det
+
+
 #: Suffixes that only whole slides have (a .tif is a slide only with --slides or in a folder).
 _SLIDE_ONLY = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide")
 
@@ -193,9 +202,8 @@ def _slide_mode(args) -> bool:
 
 
 def _predict_slides(args) -> int:
-    """Whole slides (:mod:`sparsecell.slide_predict`): a folder per slide, a cohort table."""
-    from .inference import Detector
-    from .slide_predict import SlideRun, file_sha256, predict_slides, shard, slide_inputs, write_cohort
+    """Whole slides (:mod:`sparsecell.slides.pipeline`): a folder per slide, a cohort table."""
+    from .slides.pipeline import SlideRun, file_sha256, predict_slides, shard, slide_inputs, write_cohort
 
     rank, world, local = _distributed()
     device = args.device
@@ -203,7 +211,7 @@ def _predict_slides(args) -> int:
         import torch
 
         device = f"cuda:{local % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
-    det = Detector.from_checkpoint(args.checkpoint, device=device)
+    det = _open_model(args, device, (lambda m: None) if args.quiet else print)
     model_mpp = args.model_mpp if args.model_mpp is not None else det.eval.mpp
     if model_mpp is None:
         raise SparsecellError(f"{args.checkpoint}: the checkpoint does not record the resolution it was trained at "
@@ -213,7 +221,7 @@ def _predict_slides(args) -> int:
     paths = shard(paths, index, count)
     rois = None
     if args.roi:
-        from .qupath import read_regions
+        from .formats.qupath import read_regions
 
         rois = read_regions(args.roi)
     out = Path(args.out)
@@ -290,7 +298,7 @@ def _barrier() -> None:
 
 
 def cmd_export(args) -> int:
-    from .export import export_onnx
+    from .inference.onnx import export_onnx
 
     out = export_onnx(args.checkpoint, args.out, overwrite=args.overwrite)
     print(f"wrote {out} (ONNX; predict runs it with onnxruntime: sparsecell predict {out} ...)")
@@ -341,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--mpp", type=POSITIVE, help="resolution in um per px, for --radius-um (default: the checkpoint's eval.mpp; CRCHisto: about 0.55)")
     e.add_argument("--threshold", type=THRESHOLD, help="detection threshold in [0, 1) (default: chosen on validation, in the checkpoint)")
     e.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    e.add_argument("--engine", choices=["auto", "torch", "onnx"], default="torch",
+                   help="what runs the model (default torch: the scores training measured; onnx: onnxruntime on the CPU)")
     e.add_argument("--out", help="JSON file to write (default: evaluate_<source>_<split>.json beside the run's checkpoints folder)")
     e.add_argument("--overwrite", action="store_true", help="replace the JSON file if it exists")
     e.set_defaults(func=cmd_evaluate)
@@ -351,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="output folder")
     pr.add_argument("--threshold", type=THRESHOLD, help="detection threshold in [0, 1) (default: the checkpoint's)")
     pr.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    pr.add_argument("--engine", choices=["auto", "torch", "onnx"], default="auto",
+                    help="what runs the model: auto (default) is onnxruntime on the CPU when it is installed "
+                         "(exported once, cached beside the checkpoint), PyTorch otherwise and on a GPU")
     pr.add_argument("--no-overlay", action="store_true", help="skip the overlay PNGs")
     pr.add_argument("--overwrite", action="store_true", help="replace output files that exist already")
     sl = pr.add_argument_group("whole slides (inputs: slide files, folders, globs or @list.txt)")

@@ -17,7 +17,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from .errors import ConfigError
-from .losses import DEFAULT_LOSS, ROLES
+from .catalogue import DEFAULT_LOSS, ROLES
 
 __all__ = ["DataConfig", "ModelConfig", "LossConfig", "EvalConfig", "TrainConfig", "Config", "load_config", "apply_overrides"]
 
@@ -105,7 +105,7 @@ class LossConfig:
         share of the epochs before the first round, whether a pseudo-label must be found
         in two rounds in a row, whether each round re-estimates the annotated share from
         the model's calibrated count of cells (when ``pu_keep`` is auto), and whether the
-        risk takes the censoring form; see :mod:`sparsecell.pseudo`.
+        risk takes the censoring form; see :mod:`sparsecell.training.pseudo`.
     sar_reference : {"absolute", "image"}
         For ``pu_sar``: how a cell's conspicuity is measured. ``absolute`` (the default):
         the optical density around it; ``image``: its quantile among the tissue pixels
@@ -156,7 +156,7 @@ class LossConfig:
 @dataclass
 class EvalConfig:
     """How heatmaps become cells and cells are scored: read alike by training's
-    validation, :class:`~sparsecell.inference.Detector` and ``evaluate``; saved in every
+    validation, :class:`~sparsecell.inference.detector.Detector` and ``evaluate``; saved in every
     checkpoint.
 
     Parameters
@@ -166,7 +166,7 @@ class EvalConfig:
     min_distance : int
         Peaks at least this many px apart (the paper: 6).
     peak_mode : {"per_class", "foreground"}
-        See :func:`sparsecell.inference.find_peaks`.
+        See :func:`sparsecell.inference.peaks.find_peaks`.
     threshold : float, optional
         The detection threshold. None (the default): chosen on the validation images
         over :data:`sparsecell.metrics.THRESHOLD_GRID` at every validation and stored in
@@ -253,7 +253,7 @@ class Config:
         return cfg
 
     def save(self, path: str | Path) -> Path:
-        from .fileio import atomic_write_text
+        from .formats.fileio import atomic_write_text
 
         path = Path(path)
         atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))

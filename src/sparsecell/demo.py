@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from .config import Config, load_config
-from .fileio import atomic_write_text
-from .losses import DEFAULT_LOSS
+from .formats.fileio import atomic_write_text
+from .catalogue import DEFAULT_LOSS
 
 __all__ = ["demo_config", "run_demo", "DEMO_METHODS"]
 
@@ -45,11 +45,12 @@ def demo_config(method: str, out: Path, quick: bool = False) -> Config:
 
 def run_demo(out: Path = Path("runs/demo"), quick: bool = False, methods=None) -> dict:
     from .datasets import dataset_options, open_dataset
-    from .inference import Detector, evaluate, node_energy
+    from .inference.detector import Detector, evaluate
+    from .training.energy import node_energy
     from .report import energy_figure, overlay, results_table, save_png
-    from .targets import sparsify
+    from .training.targets import sparsify
     from .metrics import PAPER_THRESHOLD
-    from .train import train
+    from .training.loop import train
 
     methods = list(methods or DEMO_METHODS)
     if DEFAULT_LOSS not in methods:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 import numpy as np
 
 if TYPE_CHECKING:
-    from .inference import Detector
+    from .inference.detector import Detector
 
 __all__ = [
     "METHODS",
@@ -101,7 +101,7 @@ def role(method: str) -> str:
     the method's loss (``sparsecell.losses.ROLES``)."""
     if method in ROLES:
         return ROLES[method]
-    from .losses import ROLES as LOSS_ROLES
+    from .catalogue import ROLES as LOSS_ROLES
 
     key, loss = METHODS[method][0].split("=", 1)
     assert key == "loss.name", f"{method}: the first override must name the loss, not {key}"
@@ -139,7 +139,7 @@ def energy_separation(det: "Detector", train_samples, sparse) -> dict:
     ``energy_missed_mean`` and ``energy_background_mean``; all None when there are no
     missed cells or no background pixels.
     """
-    from .inference import node_energy
+    from .training.energy import node_energy
 
     miss_e, bg_e = [], []
     rng = np.random.default_rng(0)
@@ -168,9 +168,9 @@ def energy_figure_for(det: "Detector", test, keep: float, path: Path, title: str
     """Image, sparse labels, energy and prediction for a few test images
     (:func:`sparsecell.report.energy_figure`); the energy is computed from the test
     image's own annotations thinned to ``keep`` (seeded by the image's index)."""
-    from .inference import node_energy
+    from .training.energy import node_energy
     from .report import energy_figure
-    from .targets import sparsify
+    from .training.targets import sparsify
 
     rows = []
     for i, s in enumerate(test):

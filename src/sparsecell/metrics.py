@@ -14,7 +14,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
-from .points import Points
+from .formats.points import Points
 
 __all__ = ["Match", "Scores", "match_points", "detection_scores", "score_points", "average_precision", "radius_px",
            "micro_f1", "THRESHOLD_GRID", "PAPER_THRESHOLD", "UNSET_THRESHOLD", "Sweep", "threshold_sweep", "Evaluation"]  # fmt: skip

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .points import CLASS_COLOURS, Points
+from .formats.points import CLASS_COLOURS, Points
 
 __all__ = ["overlay", "save_png", "energy_figure", "results_table"]
 
@@ -16,7 +16,7 @@ def save_png(image: np.ndarray, path: str | Path) -> Path:
     """Write a uint8 RGB array as PNG, atomically."""
     from PIL import Image
 
-    from .fileio import atomic_path
+    from .formats.fileio import atomic_path
 
     with atomic_path(path) as tmp:
         Image.fromarray(image).save(tmp, format="PNG")
@@ -74,7 +74,7 @@ def energy_figure(rows: Sequence[dict], path: str | Path, title: str = "") -> Pa
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    from .fileio import atomic_path
+    from .formats.fileio import atomic_path
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=80, format="png")

@@ -121,7 +121,7 @@ def dataset_options(data: "DataConfig", split: str | None = None, mpp: float | N
 
 def load_samples(cfg: "Config") -> tuple[list[Sample], list[Sample], tuple[str, ...]]:
     """A training run's (training samples, validation samples, classes), with their
-    full annotations (the sparse ones are drawn by :func:`sparsecell.data.sparse_points`).
+    full annotations (the sparse ones are drawn by :func:`sparsecell.training.crops.sparse_points`).
 
     Validation is ``data.val_ids`` taken out of the training split, or else the split
     ``data.val_split``; ``data.train_ids`` restricts training to those images.

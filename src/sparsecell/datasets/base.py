@@ -21,8 +21,8 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from ..errors import AnnotationError
-from ..imageio import IMAGE_EXTENSIONS, image_size, read_image
-from ..points import Points
+from ..formats.images import IMAGE_EXTENSIONS, image_size, read_image
+from ..formats.points import Points
 
 __all__ = ["Sample", "Item", "PointDataset", "natural_key"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AnnotationError, ImageError
-from ..points import Points, check_file, finite_xy
+from ..formats.points import Points, check_file, finite_xy
 from .base import Item, PointDataset, child_dir, images_in, order_splits, require_dir
 
 __all__ = ["CLASSES", "dataset", "splits", "read_bcdata", "folds"]

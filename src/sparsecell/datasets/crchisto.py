@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AnnotationError, ConfigError, ImageError
-from ..imageio import IMAGE_EXTENSIONS
-from ..points import Points, check_file, finite_xy
+from ..formats.images import IMAGE_EXTENSIONS
+from ..formats.points import Points, check_file, finite_xy
 from .base import Item, PointDataset, child_dir, image_folders, listing, natural_key, order_splits, require_dir, split_dir
 
 __all__ = ["CLASSES", "MODES", "dataset", "splits", "read_crchisto"]

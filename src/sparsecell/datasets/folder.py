@@ -1,5 +1,5 @@
 """Any folder of images with same-stem point files: ``tile1.png`` + ``tile1.csv`` (or
-``.geojson`` / ``.json``, QuPath's export), read by :func:`sparsecell.points.read_points`.
+``.geojson`` / ``.json``, QuPath's export), read by :func:`sparsecell.formats.points.read_points`.
 Sub-folders are splits."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import AnnotationError, ConfigError, ImageError
-from ..imageio import IMAGE_EXTENSIONS
-from ..points import Points, read_points
+from ..formats.images import IMAGE_EXTENSIONS
+from ..formats.points import Points, read_points
 from .base import Item, PointDataset, image_folders, images_in, listing, natural_key, order_splits, require_dir, split_dir
 
 __all__ = ["dataset", "splits"]
@@ -56,7 +56,7 @@ def dataset(
     drop_outside: bool = False,
 ) -> PointDataset:
     """Images (.png .jpg .jpeg .tif .tiff .bmp) with same-stem ``.csv`` or
-    ``.geojson`` / ``.json`` point files (see :func:`~sparsecell.points.read_points`).
+    ``.geojson`` / ``.json`` point files (see :func:`~sparsecell.formats.points.read_points`).
 
     ``classes``: the class names (CSV integer labels index them); None means the union
     of the class names found across the files, sorted, so that every sample shares

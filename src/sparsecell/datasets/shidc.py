@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AnnotationError, ImageError
-from ..points import Points, finite_xy, number, read_json
+from ..formats.points import Points, finite_xy, number, read_json
 from .base import Item, PointDataset, image_folders, images_in, listing, order_splits, require_dir, split_dir
 
 __all__ = ["CLASSES", "dataset", "splits", "read_shidc"]

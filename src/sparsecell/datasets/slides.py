@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AnnotationError, ConfigError
-from ..points import Points
+from ..formats.points import Points
 from .base import Item, PointDataset, natural_key
 
 __all__ = ["dataset", "splits", "SPLITS", "annotation_file", "is_exhaustive", "WINDOW"]
@@ -62,7 +62,7 @@ def annotation_file(slide: Path) -> Path | None:
 
 
 def _slides_in(root: Path) -> list[Path]:
-    from ..slide import SLIDE_EXTENSIONS
+    from ..slides.reader import SLIDE_EXTENSIONS
 
     if not root.is_dir():
         raise AnnotationError(f"{root}: slide folder not found" if not root.exists() else f"{root}: is a file; expected a folder of slides")
@@ -77,7 +77,7 @@ def _slides_in(root: Path) -> list[Path]:
 
 @functools.lru_cache(maxsize=8)
 def _annotations(path: str, mtime: float):
-    from ..qupath import read_annotations
+    from ..formats.qupath import read_annotations
 
     return read_annotations(path)
 
@@ -118,7 +118,7 @@ def _size(box, scale: float) -> tuple[int, int]:
 
 def _window_image(slide_path: str, box, scale: float, region_index: int | None, annotation: str, backend: str) -> np.ndarray:
     """The pixels of one window at model resolution (validation: white outside the region)."""
-    from ..slide import open_slide
+    from ..slides.reader import open_slide
 
     w, h = _size(box, scale)
     with open_slide(slide_path, backend=backend) as s:
@@ -159,7 +159,7 @@ def dataset(root: str | Path, split: str = "train", classes=None, mpp: float | N
     """The windows of one split (``train``: the regions; ``validation``: the exhaustive
     regions) of every slide in ``root`` with a QuPath export beside it, at ``mpp`` um
     per px (the model's resolution, ``eval.mpp``)."""
-    from ..slide import open_slide
+    from ..slides.reader import open_slide
 
     if split not in SPLITS:
         raise ConfigError(f"slide data has the splits {list(SPLITS)}, not {split!r}")

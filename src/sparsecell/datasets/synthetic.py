@@ -1,4 +1,4 @@
-"""The embedded default: procedural Ki-67 tiles (:mod:`sparsecell.synthetic`) with exact
+"""The embedded default: procedural Ki-67 tiles (:mod:`sparsecell.datasets.synthetic_tiles`) with exact
 points, generated from a seed, so nothing needs downloading.
 
 Splits ``train``, ``validation`` and ``test`` draw their tiles from the seeds
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from ..points import Points
+from ..formats.points import Points
 from .base import Item, PointDataset
 
 __all__ = ["CLASSES", "SPLITS", "dataset", "splits"]
@@ -22,12 +22,12 @@ __all__ = ["CLASSES", "SPLITS", "dataset", "splits"]
 SPLITS = ("train", "validation", "test")
 
 
-CLASSES = ("positive", "negative")  # = sparsecell.synthetic.TUMOUR_CLASSES (checked in the tests)
+CLASSES = ("positive", "negative")  # = sparsecell.datasets.synthetic_tiles.TUMOUR_CLASSES (checked in the tests)
 
 
 @functools.lru_cache(maxsize=32)
 def _tile(seed: int, size: int) -> tuple[np.ndarray, Points]:
-    from ..synthetic import SyntheticConfig, synthetic_tile
+    from .synthetic_tiles import SyntheticConfig, synthetic_tile
 
     img, pts = synthetic_tile(seed, SyntheticConfig(size=size))
     img.setflags(write=False)  # shared through the cache
@@ -45,7 +45,7 @@ def _points(seed: int, size: int) -> Points:
 def dataset(root: str | Path | None = None, split: str = "train", n: int = 8, size: int = 256, seed: int = 0,
             drop_outside: bool = False) -> PointDataset:
     """``n`` synthetic tiles of ``size`` px of one split; ``root`` is not used."""
-    from ..synthetic import tile_seed
+    from .synthetic_tiles import tile_seed
 
     if split not in SPLITS:
         raise ConfigError(f"synthetic data has the splits {list(SPLITS)}, not {split!r}")

@@ -31,69 +31,22 @@ unlabelled pixels are weighted by the semantic energy, plus SFL. ``pu_pseudo`` a
 progressive pseudo-labels; ``pu_sar`` weights each click by its inverse click
 propensity (clicks biased towards conspicuous cells stand for all cells again).
 
-This module imports no torch: the config reads :data:`ROLES` from it.
+The method names, their roles and the default are in :mod:`sparsecell.catalogue`; the
+share of annotated cells PU-based losses need in :mod:`sparsecell.losses.prior`.
 """
 
 from __future__ import annotations
 
-import warnings
 from typing import TYPE_CHECKING
+
+from ..catalogue import DEFAULT_LOSS, PU_LOSSES, ROLES
+from .prior import FALLBACK_KEEP, annotated_share, needs_share
 
 if TYPE_CHECKING:
     from ..config import DataConfig, LossConfig
     from .methods import SparseLoss
 
 __all__ = ["ROLES", "PU_LOSSES", "DEFAULT_LOSS", "FALLBACK_KEEP", "build_loss", "annotated_share", "needs_share"]
-
-#: The losses by name, and whether each is a baseline or one of ours (the paper's
-#: method counts as ours: it is what this project implements).
-ROLES = {
-    "ce": "baseline",
-    "const": "baseline",
-    "pu": "baseline",
-    "sel": "ours",
-    "sel_sfl": "ours",
-    "sel_pc": "ours",
-    "sel_sfl_pc": "ours",
-    "sel_pu": "ours",
-    "teacher": "ours",
-    "pu_pseudo": "ours",
-    "pu_sar": "ours",
-}
-
-#: The losses built on the PU risk (they need the share of annotated cells or a prior).
-PU_LOSSES = ("pu", "sel_pu", "pu_pseudo", "pu_sar")
-
-#: sparsecell's default sparse method: the one with the best mean validation F1, without
-#: an oracle, over the 3-seed runs of random and salient clicks on CRCHisto and BCData
-#: (README, "Clicks as users make them"); ``pu`` before 2026-11-28. The paper's SEL+SFL
-#: stays available as ``sel_sfl``.
-DEFAULT_LOSS = "pu_sar"
-
-#: The share of cells taken as annotated when the data is sparse already and the user
-#: gave no ``loss.pu_keep`` (a guess, announced with a warning).
-FALLBACK_KEEP = 0.25
-
-
-def annotated_share(loss: "LossConfig", data: "DataConfig", estimate: float | None = None) -> float:
-    """The share of cells that were annotated, as PU-based losses need it: the user's
-    ``loss.pu_keep`` if a number; else (``"auto"``) the ``estimate`` from the data
-    (:func:`sparsecell.losses.prior.estimate_keep`, made by training); else
-    :data:`FALLBACK_KEEP`, with a warning. The simulated ``data.keep`` is never read:
-    a real user does not know it."""
-    if loss.pu_keep not in (None, "auto"):
-        return float(loss.pu_keep)
-    if estimate is not None:
-        return float(estimate)
-    warnings.warn(f"loss {loss.name}: no completely annotated validation images to estimate the share of annotated "
-                  f"cells from; assuming {FALLBACK_KEEP:.0%}; set loss.pu_keep to your estimate")  # fmt: skip
-    return FALLBACK_KEEP
-
-
-def needs_share(loss: "LossConfig") -> bool:
-    """Whether the loss needs the annotated share and must estimate it (PU-based, no prior and no share given)."""
-    return loss.name in PU_LOSSES and loss.pu_prior is None and loss.pu_keep in (None, "auto")
-
 
 def build_loss(loss: "LossConfig", data: "DataConfig", keep_estimate: float | None = None) -> "SparseLoss":
     """The loss ``loss.name`` with its settings; ``data`` gives what a loss needs of

@@ -16,8 +16,8 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from . import annotated_share
 from .functional import energy_map, pixel_energy, pu_risk, stretched_feature_loss, weighted_cross_entropy
+from .prior import annotated_share
 
 __all__ = ["SparseLoss", "CrossEntropy", "ConstantWeight", "SemanticEnergy", "SemanticEnergySFL", "SemanticEnergyPerClass",
            "SemanticEnergySFLPerClass", "EMATeacher", "PositiveUnlabelled", "SemanticEnergyPU", "PseudoLabelPU", "LOSS_CLASSES"]  # fmt: skip
@@ -29,7 +29,7 @@ class SparseLoss(torch.nn.Module):
     name: ClassVar[str] = ""
     uses_embedding: ClassVar[bool] = False  # reads the node embedding (the energy, SFL)
     per_class_energy: ClassVar[bool] = True  # with several classes: an energy per class (False: the paper's one energy)
-    pseudo_labels: ClassVar[bool] = False  # trains on pseudo-labels (sparsecell.pseudo) as well as the clicks
+    pseudo_labels: ClassVar[bool] = False  # trains on pseudo-labels (sparsecell.training.pseudo) as well as the clicks
     click_weights: ClassVar[bool] = False  # weights each click by its inverse click propensity (losses.prior.click_weights)
 
     def __init__(self, cfg, data, keep_estimate: float | None = None) -> None:
@@ -202,7 +202,7 @@ class EMATeacher(CrossEntropy):
 class PositiveUnlabelled(SparseLoss):
     """``pu``: the non-negative PU risk (:func:`~sparsecell.losses.functional.pu_risk`);
     the prior is ``pu_prior``, or estimated per batch from the annotated share
-    (:func:`~sparsecell.losses.annotated_share`: the user's ``pu_keep`` or the share
+    (:func:`~sparsecell.losses.prior.annotated_share`: the user's ``pu_keep`` or the share
     estimated from the data)."""
 
     name = "pu"
@@ -226,7 +226,7 @@ class SalienceCorrectedPU(PositiveUnlabelled):
 
     1. Before training, the conspicuity of every click and of every cell of the
        completely annotated validation images is measured
-       (:func:`sparsecell.targets.conspicuity`, the optical density around it).
+       (:func:`sparsecell.training.targets.conspicuity`, the optical density around it).
     2. Each click gets the weight ``p(z | cell) / p(z | clicked)`` of its conspicuity
        ``z``, per class (:func:`sparsecell.losses.prior.click_weights`): the inverse of
        the click propensity, up to a constant. A click inside a known completely
@@ -277,7 +277,7 @@ class PseudoLabelPU(PositiveUnlabelled):
     1. Train with the PU risk on the clicks (prior from the clicks and the annotated
        share, estimated from the data unless given), until ``pseudo_start`` of the
        epochs have passed.
-    2. After each validation from then on, a round of :class:`sparsecell.pseudo.PseudoLabeller`:
+    2. After each validation from then on, a round of :class:`sparsecell.training.pseudo.PseudoLabeller`:
        the threshold whose validation precision reaches ``pseudo_precision`` (easy
        cells first), the model's peaks above it on the whole training images away from
        the clicks, kept when the previous round found them too.
@@ -308,7 +308,7 @@ class PseudoLabelPU(PositiveUnlabelled):
         return out
 
 
-#: The losses by name (their roles: :data:`sparsecell.losses.ROLES`).
+#: The losses by name (their roles: :data:`sparsecell.catalogue.ROLES`).
 LOSS_CLASSES: dict[str, type[SparseLoss]] = {
     c.name: c
     for c in (CrossEntropy, ConstantWeight, SemanticEnergy, SemanticEnergySFL, SemanticEnergyPerClass, SemanticEnergySFLPerClass,

@@ -14,10 +14,17 @@ It assumes the training and validation images hold cells at about the same densi
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-__all__ = ["KeepEstimate", "estimate_keep", "click_weights", "SAR_BINS", "SAR_MAX_WEIGHT"]
+from ..catalogue import PU_LOSSES
+
+if TYPE_CHECKING:
+    from ..config import DataConfig, LossConfig
+
+__all__ = ["KeepEstimate", "estimate_keep", "click_weights", "SAR_BINS", "SAR_MAX_WEIGHT", "FALLBACK_KEEP", "annotated_share",
+           "needs_share"]
 
 
 @dataclass(frozen=True)
@@ -134,3 +141,28 @@ def _bias_evidence(clicks, cells) -> float:
     x2 = float(((table - expected) ** 2 / expected).sum())
     df = table.shape[1] - 1
     return max(0.0, 1.0 - df / x2) if x2 > 0 else 0.0
+
+
+#: The share of cells taken as annotated when the data is sparse already and the user
+#: gave no ``loss.pu_keep`` (a guess, announced with a warning).
+FALLBACK_KEEP = 0.25
+
+
+def annotated_share(loss: "LossConfig", data: "DataConfig", estimate: float | None = None) -> float:
+    """The share of cells that were annotated, as PU-based losses need it: the user's
+    ``loss.pu_keep`` if a number; else (``"auto"``) the ``estimate`` from the data
+    (:func:`sparsecell.losses.prior.estimate_keep`, made by training); else
+    :data:`FALLBACK_KEEP`, with a warning. The simulated ``data.keep`` is never read:
+    a real user does not know it."""
+    if loss.pu_keep not in (None, "auto"):
+        return float(loss.pu_keep)
+    if estimate is not None:
+        return float(estimate)
+    warnings.warn(f"loss {loss.name}: no completely annotated validation images to estimate the share of annotated "
+                  f"cells from; assuming {FALLBACK_KEEP:.0%}; set loss.pu_keep to your estimate")  # fmt: skip
+    return FALLBACK_KEEP
+
+
+def needs_share(loss: "LossConfig") -> bool:
+    """Whether the loss needs the annotated share and must estimate it (PU-based, no prior and no share given)."""
+    return loss.name in PU_LOSSES and loss.pu_prior is None and loss.pu_keep in (None, "auto")

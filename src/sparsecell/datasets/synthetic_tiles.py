@@ -44,7 +44,7 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage as ndi
 
-from .points import Points
+from ..formats.points import Points
 
 __all__ = [
     "TUMOUR_CLASSES",

@@ -9,7 +9,7 @@
     everything OpenSlide reads (also MRXS, VMS, ...).
 ``"image"``
     a plain image (PNG, JPEG, BMP, WEBP, a stripped single-level TIFF), decoded whole
-    with :func:`sparsecell.imageio.read_image` (which enforces its pixel limit) and
+    with :func:`sparsecell.formats.images.read_image` (which enforces its pixel limit) and
     kept in memory as a one-level "slide".
 
 ``backend="auto"`` sends plain images to ``"image"`` and tries tiffslide, then OpenSlide
@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ImageError, SlideError
+from ..errors import ImageError, SlideError
 
 # tifffile logs damaged pages ("invalid page offset") itself; the one-line SlideError says it instead
 logging.getLogger("tifffile").setLevel(logging.CRITICAL)
@@ -180,7 +180,7 @@ class _ImageReader:
     name = "image"
 
     def __init__(self, path: Path, decode: bool = True):
-        from .imageio import image_size, pixel_limit
+        from ..formats.images import image_size, pixel_limit
 
         self.path = path
         w, h = image_size(path)
@@ -197,7 +197,7 @@ class _ImageReader:
 
     def pixels(self) -> np.ndarray:
         if self._pixels is None:
-            from .imageio import read_image
+            from ..formats.images import read_image
 
             arr = read_image(self.path)
             if (arr.shape[1], arr.shape[0]) != self.level_dimensions[0]:
@@ -549,7 +549,7 @@ def _to_rgb(arr: np.ndarray, path: Path) -> np.ndarray:
     arr = np.asarray(arr)
     if arr.ndim == 3 and arr.shape[-1] == 3 and arr.dtype == np.uint8:
         return arr
-    from .imageio import _to_rgb_uint8
+    from ..formats.images import _to_rgb_uint8
 
     try:
         return _to_rgb_uint8(arr, path)
@@ -571,7 +571,7 @@ def _check_box(path: Path, box) -> tuple[float, float, float, float]:
 
 
 def _check_size(path: Path, size) -> tuple[int, int]:
-    from .imageio import pixel_limit
+    from ..formats.images import pixel_limit
 
     try:
         w, h = size

@@ -1,5 +1,5 @@
 """Reading a checkpoint written by ``sparsecell train``: the one reader, used by
-training (for its result) and by :class:`~sparsecell.inference.Detector`.
+training (for its result) and by :class:`~sparsecell.inference.detector.Detector`.
 
 Checkpoints are read with ``torch.load(weights_only=True)``: no code in a file can run.
 What a sparsecell checkpoint holds besides the weights: the run's config, the class
@@ -13,8 +13,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config
-from .errors import CheckpointError, SparsecellError
+from ..config import Config
+from ..errors import CheckpointError, SparsecellError
 
 __all__ = ["Checkpoint", "read_checkpoint", "THRESHOLD_DECIMALS"]
 
@@ -76,7 +76,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     except SparsecellError as e:
         raise CheckpointError(f"{path}: its config is not valid ({e})") from None
     state = ckpt["state_dict"]
-    from .metrics import UNSET_THRESHOLD
+    from ..metrics import UNSET_THRESHOLD
 
     thr = state.get("threshold")
     thr = float(thr) if thr is not None else (cfg.eval.threshold if cfg.eval.threshold is not None else UNSET_THRESHOLD)

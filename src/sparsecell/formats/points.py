@@ -23,7 +23,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import AnnotationError
+from ..errors import AnnotationError
 from .fileio import atomic_write_text
 
 __all__ = [

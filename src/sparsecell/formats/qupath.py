@@ -38,7 +38,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .errors import AnnotationError
+from ..errors import AnnotationError
 from .points import CLASS_COLOURS, GEOJSON_CLASSES_KEY, Points, check_file
 
 __all__ = [

@@ -3,7 +3,7 @@
 The index is positive / (positive + negative) over tumour cells. A class counts as
 positive or negative by QuPath's rule (its last ':' part is exactly ``Positive`` /
 ``Negative``, as in ``Tumor: Positive``) or when it is one of sparsecell's raw names
-``positive`` / ``negative`` (any case; these are what :func:`sparsecell.qupath.qupath_class`
+``positive`` / ``negative`` (any case; these are what :func:`sparsecell.formats.qupath.qupath_class`
 maps to QuPath's classes by default).
 
 The hot spot is the square field of a stated side with the highest index among

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from .points import Points
+from ..formats.points import Points
 
 __all__ = ["gaussian_heatmap", "node_labels", "conspicuity", "region_boxes", "in_boxes", "sparsify"]
 

@@ -4,16 +4,16 @@ One slide goes through :func:`predict_slide`:
 
 1. **Resolution.** The model runs at its training resolution (``eval.mpp`` in the
    checkpoint, um per px). The slide is read at the pyramid level nearest above it and
-   resampled (:meth:`sparsecell.slide.Slide.read`); a slide without a resolution needs
+   resampled (:meth:`sparsecell.slides.reader.Slide.read`); a slide without a resolution needs
    ``mpp=``. Every output coordinate is in level-0 px: model px ``x`` is level-0
    ``(x + 0.5) * s - 0.5`` with ``s`` = model mpp / slide mpp.
-2. **Tissue.** A mask on a low-resolution view (:mod:`sparsecell.tissue`); tiles with no
+2. **Tissue.** A mask on a low-resolution view (:mod:`sparsecell.slides.tissue`); tiles with no
    tissue (or outside the ROI) are never read or run.
-3. **Tiles.** The model-resolution slide is cut by :class:`sparsecell.tiling.TileGrid`
+3. **Tiles.** The model-resolution slide is cut by :class:`sparsecell.inference.tiling.TileGrid`
    (the same tiles as :meth:`Detector.heatmap` on an image). DataLoader workers read and
    resample tiles; the main process runs them in batches; a thread finds peaks and
    writes cells while the next batch runs.
-4. **Seams.** :class:`sparsecell.tiling.SeamPeaks` finds the peaks of the stitched
+4. **Seams.** :class:`sparsecell.inference.tiling.SeamPeaks` finds the peaks of the stitched
    heatmap as cores arrive, holding only tile frames: each cell once, the whole heatmap
    never in memory.
 5. **Output**, streamed as cells are found (never all cells as Python objects): per
@@ -43,9 +43,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .errors import SlideError, SparsecellError
-from .fileio import write_json
-from .tiling import SeamPeaks, TileGrid
+from ..errors import SlideError, SparsecellError
+from ..formats.fileio import write_json
+from ..inference.tiling import SeamPeaks, TileGrid
 
 __all__ = ["SlideRun", "predict_slide", "predict_slides", "slide_inputs", "shard", "HOTSPOT_UM", "write_cohort"]
 
@@ -67,8 +67,8 @@ def slide_inputs(items: Sequence[str]) -> list[Path]:
     path per line, ``#`` comments): sorted, each once."""
     import glob
 
-    from .imageio import IMAGE_EXTENSIONS
-    from .slide import SLIDE_EXTENSIONS
+    from ..formats.images import IMAGE_EXTENSIONS
+    from .reader import SLIDE_EXTENSIONS
 
     exts = tuple(sorted(set(SLIDE_EXTENSIONS) | set(IMAGE_EXTENSIONS)))
     out: list[Path] = []
@@ -141,7 +141,7 @@ class SlideRun:
     model_sha: str
     checkpoint: str = ""
     tissue: bool = True
-    rois: list | None = None  # sparsecell.qupath.Region list, level-0 px
+    rois: list | None = None  # sparsecell.formats.qupath.Region list, level-0 px
     batch_size: int = 4
     num_workers: int = 0
     mpp: float | None = None  # the slides' resolution when they carry none (or a wrong one)
@@ -162,7 +162,7 @@ class _TileReader:
         return len(self.tiles)
 
     def __getitem__(self, i: int):
-        from .data import to_tensor
+        from ..models.inputs import to_tensor
 
         r, c = self.tiles[i]
         y0, y1, x0, x1 = self.grid.input_box(r, c)
@@ -172,7 +172,7 @@ class _TileReader:
 
 
 def _worker_init(_):
-    from .slide import configure_worker
+    from .reader import configure_worker
 
     configure_worker()
 
@@ -237,7 +237,7 @@ def predict_slide(detector, path: Path, out_dir: Path, run: SlideRun, label: str
     """Run one slide and write its folder ``out_dir`` (which must not exist); return
     its summary. See the module docstring for the steps. ``label`` heads the progress
     bar (e.g. "[3/120] S3")."""
-    from .slide import open_slide
+    from .reader import open_slide
 
     path = Path(path)
     limit_malloc_arenas()
@@ -251,9 +251,9 @@ def predict_slide(detector, path: Path, out_dir: Path, run: SlideRun, label: str
 def _predict_open_slide(detector, slide, path: Path, out_dir: Path, run: SlideRun, label: str) -> dict:
     import torch
 
-    from .inference import predict_heatmap
+    from ..inference.detector import predict_heatmap
     from .ki67 import MIN_CELLS, CountGrid, is_negative, is_positive, ki67_index
-    from .qupath import DetectionWriter
+    from ..formats.qupath import DetectionWriter
 
     t_start = time.time()
     if slide.mpp is None:
@@ -455,7 +455,7 @@ def _overview(thumb: np.ndarray, mask: np.ndarray, density: np.ndarray, path: Pa
     """The slide's thumbnail, the tissue outline in green, and cell density in red."""
     from scipy import ndimage
 
-    from .report import save_png
+    from ..report import save_png
 
     img = thumb[: mask.shape[0], : mask.shape[1]].astype(np.float32)
     if density.max() > 0:
@@ -557,7 +557,7 @@ COHORT_COLUMNS = ("name", "slide", "cells", "positive", "negative", "ki67_index"
 def write_cohort(out: Path) -> Path:
     """``out/cohort.csv``: a row per finished slide folder in ``out`` (from its
     ``summary.json``), rebuilt from the folders, so shards and ranks merge by rerunning it."""
-    from .fileio import atomic_write_text
+    from ..formats.fileio import atomic_write_text
 
     out = Path(out)
     rows = []

@@ -1,9 +1,8 @@
-"""From heatmaps to points (and, with a model, from images to points).
+"""A trained detector: from images to scored cell centres, and its scores on annotated data.
 
-``find_peaks`` is the paper's post-processing: per class channel, threshold the
-heatmap, then keep local maxima at least ``min_distance`` px apart
-(``skimage.feature.peak_local_max`` semantics, but border peaks are kept: cells on
-the image edge count in the ground truth too).
+:class:`Detector` runs a checkpoint's model (or an ONNX export of it) on images of any
+size, tile by tile (:mod:`sparsecell.inference.tiling`), and turns its heatmaps into
+cells with :func:`sparsecell.inference.peaks.find_peaks`; :func:`evaluate` scores it.
 """
 
 from __future__ import annotations
@@ -12,21 +11,22 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .config import EvalConfig
-from .metrics import PAPER_THRESHOLD, THRESHOLD_GRID, Evaluation
-from .points import Points
+from ..config import EvalConfig
+from ..metrics import PAPER_THRESHOLD, THRESHOLD_GRID, Evaluation
+from ..formats.points import Points
+from .peaks import find_peaks
 from .tiling import HALO, TILE, TileGrid
 
 if TYPE_CHECKING:  # torch is imported where a model runs, not for peak finding
     import torch
 
-__all__ = ["find_peaks", "predict_heatmap", "Detector", "evaluate", "node_energy", "resolve_device", "TILE"]
+__all__ = ["predict_heatmap", "Detector", "evaluate", "resolve_device", "TILE"]
 
 def resolve_device(device: str | None) -> str:
     """``cpu``, ``cuda`` or ``cuda:N`` checked against this machine; None: cuda when available."""
     import torch
 
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
     if device is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -42,60 +42,6 @@ def resolve_device(device: str | None) -> str:
     raise ConfigError(f"device {device!r} is not known; use cpu, cuda or cuda:N")
 
 
-def find_peaks(
-    heatmap: np.ndarray,
-    classes: Sequence[str],
-    threshold: float = PAPER_THRESHOLD,
-    min_distance: int = EvalConfig.min_distance,
-    mode: str = EvalConfig.peak_mode,
-) -> Points:
-    """Detected cell centres from a (C + 1, H, W) probability heatmap.
-
-    Parameters
-    ----------
-    heatmap : array (C + 1, H, W)
-        Channel 0 background, channel c + 1 class c (softmax probabilities).
-    classes : sequence of str
-        The C class names.
-    threshold : float
-        A peak must exceed this value (``threshold_abs``; the paper uses 0.7, but
-        under sparse training the best value is far lower: pick it on validation).
-    min_distance : int
-        Minimum distance between peaks in px (the paper uses 6).
-    mode : {"per_class", "foreground"}
-        ``per_class``: peaks in each class channel separately (the paper's way).
-        ``foreground``: peaks of 1 - background, each given the class whose channel is
-        largest there; one cell then never yields two detections of different classes.
-
-    Returns
-    -------
-    Points
-        Peaks with ``scores`` = the heatmap value at the peak.
-    """
-    from skimage.feature import peak_local_max
-
-    heatmap = np.asarray(heatmap)
-    if heatmap.ndim != 3 or heatmap.shape[0] != len(classes) + 1:
-        raise ValueError(
-            f"find_peaks: heatmap must be (C + 1, H, W) with C = {len(classes)} classes, got shape {heatmap.shape}"
-        )
-    parts = []
-    if mode == "per_class":
-        for c in range(len(classes)):
-            ch = heatmap[c + 1]
-            rc = peak_local_max(ch, min_distance=min_distance, threshold_abs=threshold, exclude_border=False)
-            rc = rc[ch[rc[:, 0], rc[:, 1]] > threshold]  # strictly above, as in Points.above
-            parts.append(Points(rc[:, ::-1].astype(np.float64), np.full(len(rc), c), tuple(classes), ch[rc[:, 0], rc[:, 1]]))
-        return Points.concat(parts)
-    if mode == "foreground":
-        fg = 1.0 - heatmap[0]
-        rc = peak_local_max(fg, min_distance=min_distance, threshold_abs=threshold, exclude_border=False)
-        rc = rc[fg[rc[:, 0], rc[:, 1]] > threshold]
-        labels = heatmap[1:, rc[:, 0], rc[:, 1]].argmax(axis=0) if len(rc) else np.zeros(0, np.int64)
-        return Points(rc[:, ::-1].astype(np.float64), labels, tuple(classes), fg[rc[:, 0], rc[:, 1]])
-    raise ValueError(f"find_peaks: mode must be 'per_class' or 'foreground', got {mode!r}")
-
-
 # ---------------------------------------------------------------------------------------
 # Running a model
 # ---------------------------------------------------------------------------------------
@@ -104,7 +50,7 @@ def predict_heatmap(model, images: "torch.Tensor") -> tuple["torch.Tensor", "tor
     (B, 3, H, W) of any size: padded to the model's stride, cropped back."""
     import torch
 
-    from .data import pad_to_multiple
+    from ..models.inputs import pad_to_multiple
 
     H, W = images.shape[-2:]
     out = model(pad_to_multiple(images, model.stride))
@@ -123,33 +69,33 @@ class Detector:
     >>> points = det.predict(image)  # doctest: +SKIP
     """
 
-    #: Tiles for large images (see :class:`sparsecell.tiling.TileGrid`), in model px.
+    #: Tiles for large images (see :class:`sparsecell.inference.tiling.TileGrid`), in model px.
     tile: int = TILE
     halo: int = HALO
 
     def __init__(self, model, classes: Sequence[str], threshold: float, eval: EvalConfig | None = None,
-                 device: str = "cpu", config=None):  # fmt: skip
+                 device: str = "cpu", config=None, engine: str = "torch"):  # fmt: skip
         self.model = model.eval().to(device)
         self.classes = tuple(classes)
         self.threshold = float(threshold)
         self.eval = eval if eval is not None else EvalConfig()
         self.config = config  # the training run's Config, when known
         self.device = device
+        self.engine = engine  # what runs the model: torch, or onnx (onnxruntime)
 
     @classmethod
     def from_checkpoint(cls, path, device: str | None = None) -> "Detector":
         """Load a checkpoint written by ``sparsecell train`` (safely: ``weights_only``),
-        or an ONNX export of one (``.onnx``: run by onnxruntime on the CPU)."""
+        run by PyTorch (:func:`sparsecell.inference.load.load_detector` also opens
+        ONNX exports and chooses the engine)."""
         from pathlib import Path
 
-        if Path(path).suffix.lower() == ".onnx":
-            from .export import read_onnx
-
-            return read_onnx(path)
+        from ..errors import CheckpointError
+        from ..models import build_model
         from .checkpoint import read_checkpoint
-        from .errors import CheckpointError
-        from .models import build_model
 
+        if Path(path).suffix.lower() == ".onnx":
+            raise CheckpointError(f"{path}: an ONNX export, not a checkpoint; open it with load_detector")
         ck = read_checkpoint(path)
         cfg = ck.config
         try:
@@ -165,7 +111,7 @@ class Detector:
     def heatmap(self, image: np.ndarray) -> np.ndarray:
         """(C+1, H, W) float32 softmax heatmap of a uint8 RGB image; an image with a side
         above :attr:`tile` px is run tile by tile, each pixel from the tile whose core
-        holds it (:class:`sparsecell.tiling.TileGrid`)."""
+        holds it (:class:`sparsecell.inference.tiling.TileGrid`)."""
         H, W = image.shape[:2]
         grid = TileGrid(H, W, self.tile, self.halo)
         if grid.single:
@@ -180,7 +126,7 @@ class Detector:
     def _heatmap(self, image: np.ndarray) -> np.ndarray:
         import torch
 
-        from .data import to_tensor
+        from ..models.inputs import to_tensor
 
         with torch.no_grad():
             heat, _ = predict_heatmap(self.model, to_tensor(image)[None].to(self.device))
@@ -199,7 +145,7 @@ def evaluate(detector: Detector, samples, radius: float | None = None, threshold
     """Scores of a detector on samples with full annotations, at its threshold (or the
     one given) and its radius (or the one given): per class and pooled, threshold-free
     AP, and micro F1 at the paper's fixed 0.7 and at 0.5."""
-    from .metrics import average_precision, score_points, threshold_sweep
+    from ..metrics import average_precision, score_points, threshold_sweep
 
     radius = detector.eval.radius if radius is None else float(radius)
     thr = detector.threshold if threshold is None else float(threshold)
@@ -210,7 +156,7 @@ def evaluate(detector: Detector, samples, radius: float | None = None, threshold
             try:
                 pts = pts.with_classes(detector.classes)
             except ValueError:
-                from .errors import AnnotationError
+                from ..errors import AnnotationError
 
                 raise AnnotationError(f"{s.image_id}: its annotations have the classes {list(s.points.classes)}, the model "
                                       f"{list(detector.classes)}; evaluate on data of the classes it was trained on") from None  # fmt: skip
@@ -222,25 +168,4 @@ def evaluate(detector: Detector, samples, radius: float | None = None, threshold
                       {t: fixed.f1_at(t) for t in fixed.thresholds})  # fmt: skip
 
 
-def node_energy(detector: Detector, image: np.ndarray, points: Points) -> np.ndarray:
-    """The semantic energy the model assigns to an image given its (sparse) points:
-    (H, W) float, the background channel of E (1 at labelled nodes), in the formulation
-    of the model's loss (the paper's single energy for ``sel``/``sel_sfl``, the per-class
-    one for ``sel_pc``, ``sel_sfl_pc`` and ``sel_pu``)."""
-    import torch
-
-    from .data import pad_to_multiple, to_tensor
-    from .losses.functional import pixel_energy
-    from .losses.methods import LOSS_CLASSES
-    from .targets import node_labels
-
-    loss = LOSS_CLASSES.get(detector.config.loss.name) if detector.config is not None else None
-    per_class = True if loss is None else loss.per_class_energy
-    x = pad_to_multiple(to_tensor(image)[None].to(detector.device), detector.model.stride)
-    with torch.no_grad():
-        emb = detector.model(x).embedding
-        Hp, Wp = x.shape[-2:]
-        lab = torch.from_numpy(node_labels(points.with_classes(detector.classes), (Hp, Wp), detector.model.stride))
-        e = pixel_energy(emb, lab[None].to(emb.device), (Hp, Wp), per_class)
-    H, W = image.shape[:2]
-    return e[0, 0, :H, :W].cpu().numpy()
+#END

@@ -36,8 +36,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .metrics import Sweep, match_points
-from .points import Points
+from ..metrics import Sweep, match_points
+from ..formats.points import Points
 
 __all__ = ["PseudoLabeller", "RoundStats", "pseudo_threshold", "count_ratio"]
 
@@ -107,8 +107,9 @@ class PseudoLabeller:
         reached the precision (the labels stay as they were)."""
         import torch
 
-        from .data import to_tensor
-        from .inference import find_peaks, predict_heatmap
+        from ..models.inputs import to_tensor
+        from ..inference.peaks import find_peaks
+        from ..inference.detector import predict_heatmap
 
         thr = pseudo_threshold(sweep, self.precision)
         if thr is None:

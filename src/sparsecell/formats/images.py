@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImageError
+from ..errors import ImageError
 
 __all__ = ["read_image", "image_size", "pixel_limit", "IMAGE_EXTENSIONS", "MAX_PIXELS"]
 

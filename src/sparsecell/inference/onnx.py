@@ -6,7 +6,7 @@ torch.export-based exporter; onnxscript does the translation). What the detector
 needs besides the weights travels in the file's metadata: the run's config (peak
 settings, resolution), the class names and the threshold. :class:`OnnxModel` runs
 such a file with onnxruntime behind the same call as the PyTorch detector, so
-:class:`~sparsecell.inference.Detector` (images) and the slide pipeline use either.
+:class:`~sparsecell.inference.detector.Detector` (images) and the slide pipeline use either.
 
 Install with ``pip install 'sparsecell[onnx]'``.
 """
@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CheckpointError, SparsecellError
+from ..config import Config
+from ..errors import CheckpointError, SparsecellError
+from .detector import Detector
 
 __all__ = ["export_onnx", "OnnxModel", "read_onnx", "ONNX_OPSET", "ONNX_TOLERANCE"]
 
@@ -73,8 +75,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, overwrite: bool = False
     """
     import torch
 
-    from .fileio import atomic_path
-    from .inference import Detector
+    from ..formats.fileio import atomic_path
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -142,21 +143,19 @@ class OnnxModel:
     def __call__(self, x):
         import torch
 
-        from .models.detector import DetectorOutput
+        from ..models.detector import DetectorOutput
 
         logits = self.session.run(None, {"image": np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)})[0]
         return DetectorOutput(torch.from_numpy(logits), None)
 
 
 def read_onnx(path: str | Path, threads: int | None = None):
-    """A :class:`~sparsecell.inference.Detector` running an exported ONNX file."""
-    from .config import Config
-    from .inference import Detector
+    """A :class:`~sparsecell.inference.detector.Detector` running an exported ONNX file."""
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: model not found")
     m = OnnxModel(path, threads)
     cfg = Config.from_dict(m.meta["config"], source=str(path))
-    return Detector(m, m.meta["classes"], float(m.meta["threshold"]), cfg.eval, "cpu", cfg)
+    return Detector(m, m.meta["classes"], float(m.meta["threshold"]), cfg.eval, "cpu", cfg, engine="onnx")
 

@@ -4,7 +4,6 @@
   ``data.keep`` (simulated sparsity), or all of them when they are sparse already.
 * :func:`augment` - flips, 90-degree rotations and stain jitter of a crop and its points.
 * :class:`CropDataset` - random training crops with their targets, for a DataLoader.
-* :func:`to_tensor`, :func:`pad_to_multiple` - image arrays to model input.
 """
 
 from __future__ import annotations
@@ -13,17 +12,18 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .errors import ConfigError
-from .points import Points
+from ..errors import ConfigError
+from ..formats.points import Points
+from ..models.inputs import to_tensor
 from .targets import in_boxes, region_boxes, sparsify
 
 if TYPE_CHECKING:
     import torch
 
-    from .config import DataConfig
-    from .datasets import Sample
+    from ..config import DataConfig
+    from ..datasets import Sample
 
-__all__ = ["sparse_points", "sparse_annotations", "augment", "CropDataset", "to_tensor", "pad_to_multiple"]
+__all__ = ["sparse_points", "sparse_annotations", "augment", "CropDataset"]
 
 
 def sparse_points(samples: Sequence["Sample"], data: "DataConfig") -> list[Points]:
@@ -49,28 +49,6 @@ def sparse_annotations(samples: Sequence["Sample"], data: "DataConfig") -> tuple
             points.append(sparsify(s.points, data.keep, seed=seed, per_class=data.per_class, mode=data.sparsity,
                                    image=s.image, beta=data.salient_beta, radius=data.sigma))  # fmt: skip
     return points, (regions if data.sparsity == "region" and data.regions_known else None)
-
-
-def to_tensor(image: np.ndarray) -> "torch.Tensor":
-    """uint8 RGB (H, W, 3) -> float (3, H, W), normalised with mean = std = 0.5."""
-    import torch
-
-    arr = np.ascontiguousarray(image)
-    if not arr.flags.writeable:
-        arr = arr.copy()
-    return torch.from_numpy(arr).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
-
-
-def pad_to_multiple(x: "torch.Tensor", stride: int) -> "torch.Tensor":
-    """Pad (..., H, W) at the bottom/right by reflection up to multiples of ``stride``."""
-    import torch.nn.functional as F
-
-    H, W = x.shape[-2:]
-    ph, pw = (-H) % stride, (-W) % stride
-    if ph == 0 and pw == 0:
-        return x
-    mode = "reflect" if ph < H and pw < W else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
 def augment(image: np.ndarray, points: Points, rng: np.random.Generator, flips: bool = True, rot90: bool = True,

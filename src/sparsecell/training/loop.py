@@ -19,16 +19,18 @@ import lightning as L
 import numpy as np
 import torch
 
-from .config import Config
-from .data import CropDataset, sparse_annotations, to_tensor
-from .datasets import Sample, load_samples
-from .errors import ConfigError, TrainingError
-from .inference import find_peaks, predict_heatmap
-from .losses import build_loss, needs_share
-from .losses.prior import KeepEstimate, estimate_keep
-from .metrics import PAPER_THRESHOLD, THRESHOLD_GRID, UNSET_THRESHOLD, threshold_sweep
-from .models import build_model
-from .points import Points
+from ..config import Config
+from .crops import CropDataset, sparse_annotations
+from ..models.inputs import to_tensor
+from ..datasets import Sample, load_samples
+from ..errors import ConfigError, TrainingError
+from ..inference.peaks import find_peaks
+from ..inference.detector import predict_heatmap
+from ..losses import build_loss, needs_share
+from ..losses.prior import KeepEstimate, estimate_keep
+from ..metrics import PAPER_THRESHOLD, THRESHOLD_GRID, UNSET_THRESHOLD, threshold_sweep
+from ..models import build_model
+from ..formats.points import Points
 
 __all__ = ["SparseCellModule", "PointDataModule", "train", "TrainResult"]
 
@@ -86,7 +88,7 @@ class SparseCellModule(L.LightningModule):
 
     ``keep_estimate``: the share of annotated cells estimated from the data (for
     PU-based losses; stored in the checkpoint). ``n_train``: the number of training
-    images, for a loss that pseudo-labels them (:mod:`sparsecell.pseudo`).
+    images, for a loss that pseudo-labels them (:mod:`sparsecell.training.pseudo`).
     """
 
     def __init__(self, config: dict, classes: Sequence[str], val_points: Sequence[Points] | None = None,
@@ -252,7 +254,7 @@ def _checkpoint_io():
     """Lightning's torch checkpoint IO, writing through sparsecell's atomic files."""
     from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-    from .fileio import atomic_path
+    from ..formats.fileio import atomic_path
 
     class AtomicCheckpointIO(TorchCheckpointIO):
         def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
@@ -331,7 +333,7 @@ def train(cfg: Config, resume: str | Path | None = None, quiet: bool = False, ca
     A new run refuses an ``out_dir`` that already holds checkpoints, so none is overwritten.
     """
 
-    from .checkpoint import read_checkpoint
+    from ..inference.checkpoint import read_checkpoint
 
     t = cfg.train
     out = Path(t.out_dir)
@@ -389,7 +391,7 @@ def _click_weights(train_s: Sequence[Sample], train_points: Sequence[Points], va
     click was weighed). A click inside a known completely annotated region (``regions``)
     was not chosen for how it looks: every cell there was clicked, so it weighs 1 and
     takes no part in the estimate."""
-    from .losses.prior import click_weights
+    from ..losses.prior import click_weights
     from .targets import conspicuity, in_boxes
 
     r, rel = cfg.data.sigma, cfg.loss.sar_reference == "image"
@@ -444,7 +446,7 @@ def _fit(cfg, module, dm, out, ckpt_dir, resume, quiet, extra) -> TrainResult:
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from .checkpoint import read_checkpoint
+    from ..inference.checkpoint import read_checkpoint
 
     t = cfg.train
     best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_f1", mode="max", save_top_k=1,

@@ -34,7 +34,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .points import Points
+from ..formats.points import Points
 
 __all__ = ["TILE", "HALO", "TileGrid", "SeamPeaks"]
 
@@ -124,7 +124,7 @@ class SeamPeaks:
     grid : TileGrid
     classes : sequence of str
     threshold, min_distance, mode
-        As for :func:`sparsecell.inference.find_peaks`.
+        As for :func:`sparsecell.inference.peaks.find_peaks`.
 
     ``add(r, c, core)`` takes the (C+1, h, w) core of tile (r, c) and ``skip(r, c)``
     marks a tile that was not run; each returns the peaks decided by that step, in the
@@ -246,7 +246,7 @@ class SeamPeaks:
 
     def _decide(self, heat: np.ndarray, origin: tuple[int, int], region: tuple[int, int, int, int]) -> Points:
         """Peaks of ``heat`` (placed at ``origin`` = (y, x) in the map) that lie in ``region``."""
-        from .inference import find_peaks
+        from .peaks import find_peaks
 
         pts = find_peaks(heat, self.classes, self.threshold, self.min_distance, self.mode)
         if not len(pts):
