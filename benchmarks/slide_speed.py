@@ -1,16 +1,18 @@
 """Whole-slide speed and memory, measured in one run on the same tiles.
 
-Prints, for a synthetic slide (synthetic Ki-67 tissue everywhere, so every tile runs):
+Prints, for a synthetic slide (synthetic Ki-67 tissue everywhere, so every tile runs),
+for each engine (PyTorch, and onnxruntime on the CPU when it is installed), with the
+settings `sparsecell predict` uses by default (batch size, reading workers, tissue mask):
 
 - megapixels per second (model-resolution pixels of tile cores) of the model alone
   (the tiles already decoded in memory, batches through the network) and of the whole
-  pipeline (`sparsecell.slides.pipeline.predict_slide`: reading, resampling, the model,
-  seams, writing), and their ratio (target: the pipeline at >= 90 % of the model);
+  pipeline (`sparsecell.slides.pipeline.predict_slide`: reading, tissue, resampling, the
+  model, seams, writing), and their ratio (target: the pipeline at >= 90 % of the model);
+- minutes per gigapixel of tissue at 0.25 um/px (40x), from the pipeline's speed;
 - the peak resident memory of predicting the slide and a slide with 4x the pixels, each
-  in a fresh process (target: within 10 %);
-- the model alone in PyTorch and in onnxruntime (CPU), when onnxruntime is installed.
+  in a fresh process, three runs each (target: the 4x slide within 10 % of the slide).
 
-    .venv/bin/python benchmarks/slide_speed.py                 # about 10 min on 2 CPU cores
+    .venv/bin/python benchmarks/slide_speed.py                 # about 15 min on 2 CPU cores
     .venv/bin/python benchmarks/slide_speed.py --side 2048     # quicker
     .venv/bin/python benchmarks/slide_speed.py --device cuda --model vig_s   # on a GPU
 
@@ -81,12 +83,15 @@ CELLS_PER_MP = 2000
 
 
 def child(args) -> None:
-    """One slide through the pipeline in this process; print the summary's figures and peak RSS."""
+    """One slide through the pipeline in this process, as `sparsecell predict` runs it
+    (the checkpoint opened with the engine asked for, the default settings); print the
+    summary's figures and peak RSS."""
+    from sparsecell.inference.load import load_detector
     from sparsecell.slides.pipeline import SlideRun, predict_slide
 
-    det = build_detector(args)
-    run = SlideRun(threshold=det.threshold, model_mpp=args.mpp, model_sha="0" * 64, tissue=False,
-                   batch_size=args.batch_size, num_workers=args.num_workers, progress=False)  # fmt: skip
+    det = load_detector(args.checkpoint, args.device, args.engine)
+    opts = {k: v for k, v in (("batch_size", args.batch_size), ("num_workers", args.num_workers)) if v is not None}
+    run = SlideRun(threshold=det.threshold, model_mpp=args.mpp, model_sha="0" * 64, progress=False, **opts)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         s = predict_slide(det, Path(args.child), Path(tmp) / "out", run)
@@ -96,15 +101,30 @@ def child(args) -> None:
                       "model_seconds": s["model_seconds"], "peak_frames_mib": s["peak_frames_mib"]}))  # fmt: skip
 
 
-def run_child(args, slide: Path) -> dict:
-    cmd = [sys.executable, __file__, "--child", str(slide), "--mpp", str(args.mpp), "--model", args.model,
-           "--threshold", str(build_detector(args).threshold), "--batch-size", str(args.batch_size), "--num-workers", str(args.num_workers),
-           "--device", args.device] + (["--checkpoint", args.checkpoint] if args.checkpoint else [])  # fmt: skip
+def run_child(args, slide: Path, ck: Path, engine: str) -> dict:
+    cmd = [sys.executable, __file__, "--child", str(slide), "--mpp", str(args.mpp), "--checkpoint", str(ck),
+           "--engine", engine, "--device", args.device]  # fmt: skip
+    for flag, v in (("--batch-size", args.batch_size), ("--num-workers", args.num_workers)):
+        if v is not None:
+            cmd += [flag, str(v)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
-def model_alone(det, slide: Path, mpp: float, batch_size: int, runner=None) -> tuple[float, float]:
+def save_checkpoint(det, args, path: Path) -> Path:
+    """A checkpoint of the detector's weights and threshold, as `sparsecell train` writes one."""
+    import torch
+
+    from sparsecell.config import Config, EvalConfig, ModelConfig
+
+    cfg = Config(model=ModelConfig(size=args.model), eval=EvalConfig(mpp=args.mpp))
+    state = {f"model.{k}": v for k, v in det.model.state_dict().items()}
+    state["threshold"] = torch.tensor(float(det.threshold))
+    torch.save({"hyper_parameters": {"config": cfg.to_dict(), "classes": list(det.classes)}, "state_dict": state}, path)
+    return path
+
+
+def model_alone(det, slide: Path, mpp: float, batch_size: int) -> tuple[float, float]:
     """(seconds, core megapixels) of the network on the slide's tiles, decoded beforehand."""
     import torch
 
@@ -124,7 +144,7 @@ def model_alone(det, slide: Path, mpp: float, batch_size: int, runner=None) -> t
     groups: dict = {}
     for t in tiles:
         groups.setdefault(tuple(t.shape), []).append(t)
-    model = runner or det.model
+    model = det.model
     t0 = time.perf_counter()
     with torch.inference_mode():
         for ts in groups.values():
@@ -142,10 +162,12 @@ def main() -> None:
     ap.add_argument("--model", default="vig_cpu")
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--threshold", type=float, default=None, help="default: the checkpoint's; random weights: calibrated to 2000 cells/MP")
-    ap.add_argument("--batch-size", type=int, default=2)
-    ap.add_argument("--num-workers", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=None, help="default: predict's")
+    ap.add_argument("--num-workers", type=int, default=None, help="default: predict's")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--no-onnx", action="store_true")
+    ap.add_argument("--engines", nargs="+", default=None, help="default: torch, and onnx on the CPU when installed")
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each slide for peak memory")
+    ap.add_argument("--engine", help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "slide_speed.json")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -161,60 +183,55 @@ def main() -> None:
                  "config": {k: v for k, v in vars(args).items() if k not in ("out", "child")}}  # fmt: skip
     if args.device.startswith("cuda"):
         res["machine"]["gpu"] = torch.cuda.get_device_name(0)
+    from sparsecell.inference.load import load_detector, onnx_available
+    from sparsecell.slides.pipeline import SlideRun
+
+    batch = args.batch_size or SlideRun.batch_size
+    engines = args.engines or (["torch", "onnx"] if args.device == "cpu" and onnx_available() else ["torch"])
+    res["defaults"] = {"batch_size": batch, "num_workers": args.num_workers if args.num_workers is not None
+                       else SlideRun.__dataclass_fields__["num_workers"].default}  # fmt: skip
+    res["engines"] = {}
     with tempfile.TemporaryDirectory() as tmp:
         small, big = Path(tmp) / "slide.svs", Path(tmp) / "slide4x.svs"
         make_slide(small, args.side, args.mpp)
-        det = build_detector(args)
-        model_alone(det, small, args.mpp, args.batch_size)  # warm-up
-        secs, mp = model_alone(det, small, args.mpp, args.batch_size)
-        res["model_alone"] = {"seconds": secs, "megapixels": mp, "mp_per_s": mp / secs}
-        print(f"model alone: {mp:.1f} MP in {secs:.1f} s = {mp / secs:.2f} MP/s")
-        pipe = run_child(args, small)
-        res["pipeline"] = {**pipe, "megapixels": mp, "mp_per_s": mp / pipe["seconds"]}
-        ratio = (mp / pipe["seconds"]) / (mp / secs)
-        res["pipeline_over_model"] = ratio
-        print(f"pipeline:    {mp:.1f} MP in {pipe['seconds']:.1f} s = {mp / pipe['seconds']:.2f} MP/s "
-              f"({ratio:.0%} of the model alone; target >= 90%), {pipe['cells']} cells, peak RSS {pipe['peak_rss_mib']:.0f} MiB")  # fmt: skip
         make_slide(big, 2 * args.side, args.mpp)
-        pipe4 = run_child(args, big)
-        res["pipeline_4x"] = {**pipe4, "megapixels": 4 * mp, "mp_per_s": 4 * mp / pipe4["seconds"]}
-        again = [run_child(args, p)["peak_rss_mib"] for p in (small, big)]  # peak RSS wanders between runs: measure twice
-        res["peak_rss_repeat_mib"] = {"slide": [pipe["peak_rss_mib"], again[0]], "slide_4x": [pipe4["peak_rss_mib"], again[1]]}
-        growth = max(pipe4["peak_rss_mib"], again[1]) / max(pipe["peak_rss_mib"], again[0]) - 1
-        res["rss_growth_4x"] = growth
-        print(f"4x pixels:   {4 * mp:.1f} MP in {pipe4['seconds']:.1f} s ({4 * mp / pipe4['seconds']:.2f} MP/s)")
-        print(f"peak RSS:    slide {pipe['peak_rss_mib']:.0f} / {again[0]:.0f} MiB, 4x slide {pipe4['peak_rss_mib']:.0f} / "
-              f"{again[1]:.0f} MiB (two runs each): {growth:+.1%} in the larger of each (target within 10%); seam frames "
-              f"held at most {pipe['peak_frames_mib']:.1f} / {pipe4['peak_frames_mib']:.1f} MiB")  # fmt: skip
-        if not args.no_onnx and args.device == "cpu" and not args.checkpoint:
-            try:
-                import onnxruntime  # noqa: F401
-            except ImportError:
-                print("onnxruntime not installed: no ONNX figure")
-            else:
-                res["onnx"] = onnx_vs_torch(args, det, small, secs, mp, Path(tmp))
+        ck = Path(args.checkpoint) if args.checkpoint else save_checkpoint(build_detector(args), args, Path(tmp) / "model.ckpt")
+        for engine in engines:
+            det = load_detector(ck, args.device, engine)
+            model_alone(det, small, args.mpp, batch)  # warm-up
+            secs, mp = model_alone(det, small, args.mpp, batch)
+            e = res["engines"][engine] = {"model_alone": {"seconds": secs, "megapixels": mp, "mp_per_s": mp / secs}}
+            print(f"[{engine}] model alone: {mp:.1f} MP in {secs:.1f} s = {mp / secs:.2f} MP/s")
+            runs = [run_child(args, small, ck, engine) for _ in range(args.repeats)]
+            runs4 = [run_child(args, big, ck, engine) for _ in range(args.repeats)]
+            pipe = min(runs, key=lambda r: r["seconds"])
+            mp_s = mp / pipe["seconds"]
+            e["pipeline"] = {**pipe, "megapixels": mp, "mp_per_s": mp_s, "seconds_all": [r["seconds"] for r in runs]}
+            e["pipeline_over_model"] = mp_s / (mp / secs)
+            # a gigapixel of tissue at 0.25 um/px is 1e3 / (model mpp / 0.25)^2 megapixels at the model's resolution
+            e["minutes_per_gigapixel_40x"] = 1e3 * (0.25 / args.mpp) ** 2 / mp_s / 60
+            pipe4 = min(runs4, key=lambda r: r["seconds"])
+            e["pipeline_4x"] = {**pipe4, "megapixels": 4 * mp, "mp_per_s": 4 * mp / pipe4["seconds"]}
+            rss, rss4 = [r["peak_rss_mib"] for r in runs], [r["peak_rss_mib"] for r in runs4]
+            e["peak_rss_mib"] = {"slide": rss, "slide_4x": rss4}
+            e["rss_growth_4x"] = max(rss4) / max(rss) - 1
+            e["rss_spread"] = max(rss + rss4) / min(rss + rss4) - 1
+            print(f"[{engine}] pipeline: {mp:.1f} MP in {pipe['seconds']:.1f} s = {mp_s:.2f} MP/s "
+                  f"({e['pipeline_over_model']:.0%} of the model alone; target >= 90%), {pipe['cells']} cells; "
+                  f"{e['minutes_per_gigapixel_40x']:.1f} min per gigapixel of tissue at 0.25 um/px")  # fmt: skip
+            print(f"[{engine}] 4x pixels: {4 * mp:.1f} MP in {pipe4['seconds']:.1f} s ({4 * mp / pipe4['seconds']:.2f} MP/s)")
+            print(f"[{engine}] peak RSS: slide {', '.join(f'{v:.0f}' for v in rss)} MiB; 4x slide "
+                  f"{', '.join(f'{v:.0f}' for v in rss4)} MiB: the 4x slide's largest {e['rss_growth_4x']:+.1%} of the "
+                  f"slide's (target within 10%), all runs within {e['rss_spread']:.1%}; seam frames held at most "
+                  f"{pipe['peak_frames_mib']:.1f} / {pipe4['peak_frames_mib']:.1f} MiB")  # fmt: skip
+        if {"torch", "onnx"} <= set(res["engines"]):
+            t, o = (res["engines"][k] for k in ("torch", "onnx"))
+            res["onnx_over_torch"] = {"model_alone": t["model_alone"]["seconds"] / o["model_alone"]["seconds"],
+                                      "pipeline": t["pipeline"]["seconds"] / o["pipeline"]["seconds"]}  # fmt: skip
+            print(f"onnxruntime over PyTorch: model alone {res['onnx_over_torch']['model_alone']:.2f}x, "
+                  f"pipeline {res['onnx_over_torch']['pipeline']:.2f}x")  # fmt: skip
     atomic_write_text(args.out, json.dumps(res, indent=2) + "\n")
     print(f"wrote {args.out}")
-
-
-def onnx_vs_torch(args, det, slide: Path, torch_secs: float, mp: float, tmp: Path) -> dict:
-    """The model alone through onnxruntime, on the same tiles (exported from a checkpoint of the same weights)."""
-    import torch
-
-    from sparsecell.config import Config, EvalConfig, ModelConfig
-    from sparsecell.inference.onnx import OnnxModel, export_onnx
-
-    # a checkpoint-like file of these weights, as `sparsecell export` reads it
-    cfg = Config(model=ModelConfig(size=args.model), eval=EvalConfig(mpp=args.mpp))
-    ck = tmp / "model.ckpt"
-    torch.save({"hyper_parameters": {"config": cfg.to_dict(), "classes": list(det.classes)},
-                "state_dict": {f"model.{k}": v for k, v in det.model.state_dict().items()}}, ck)  # fmt: skip
-    path = export_onnx(ck, tmp / "model.onnx")
-    runner = OnnxModel(path)
-    model_alone(det, slide, args.mpp, args.batch_size, runner)  # warm-up
-    secs, _ = model_alone(det, slide, args.mpp, args.batch_size, runner)
-    print(f"onnxruntime: {mp:.1f} MP in {secs:.1f} s = {mp / secs:.2f} MP/s ({torch_secs / secs:.2f}x PyTorch's speed)")
-    return {"seconds": secs, "mp_per_s": mp / secs, "speed_vs_torch": torch_secs / secs}
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def test_yaml_round_trip(tmp_path):
         ("data.crop=1.5", "data.crop = 1.5"),
         ("x=1", "expected section.key=value"),
         ("optim.lr=1", "unknown section 'optim'"),
-        ("loss.name=foo", "unknown loss 'foo'"),
+        ("loss.name=foo", "unknown method 'foo'; choose one of pu_sar, pu, ce, sel_sfl"),
         ("eval.peak_mode=max", "peak_mode must be"),
     ],
 )

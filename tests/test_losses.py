@@ -144,7 +144,7 @@ def test_sel_sfl_total_is_lambda_combination_and_warmup():
 
 
 def test_unknown_loss_name_is_a_clear_error():
-    with pytest.raises(ValueError, match="unknown loss 'foo'"):
+    with pytest.raises(ValueError, match="unknown method 'foo'"):
         LossConfig(name="foo")
 
 

@@ -16,12 +16,24 @@ from .config import RULES, in_range, range_text
 from .errors import SparsecellError
 from .formats.fileio import write_json
 
+def _methods_text() -> str:
+    from .catalogue import CHOICES, DEFAULT_LOSS, RESEARCH
+
+    rows = [f"  {n:8s} {t}" for n, t in CHOICES.items()]
+    return ("methods (--method NAME, or loss.name=NAME in a config):\n" + "\n".join(rows)
+            + f"\n  research variants, for the benchmark (not recommended): {', '.join(RESEARCH)}"
+            + f"\n  default: {DEFAULT_LOSS}")  # fmt: skip
+
+
 EXAMPLES = {
-    "train": "example:\n  sparsecell train configs/crchisto.yaml data.root=../shared/data/crchisto data.keep=0.25 loss.name=sel_sfl",
+    "train": "examples:\n  sparsecell train                      # the defaults: synthetic Ki-67 tiles, method pu_sar\n"
+             "  sparsecell train configs/crchisto.yaml data.root=../shared/data/crchisto --method ce --out runs/ce",
     "evaluate": "example:\n  sparsecell evaluate runs/train/checkpoints/best.ckpt ../shared/data/crchisto --split test --radius 6",
-    "predict": "example:\n  sparsecell predict runs/train/checkpoints/best.ckpt slide_tile1.png slide_tile2.png --out predictions/",
-    "export": "example:\n  sparsecell export runs/train/checkpoints/best.ckpt model.onnx\n  sparsecell predict model.onnx slides/ --out results/",
-    "demo": "example:\n  sparsecell demo            # synthetic IHC tiles, 25% labels, CE vs const vs SEL+SFL",
+    "predict": "examples:\n  sparsecell predict runs/demo/pu_sar/checkpoints/best.ckpt tile1.png tile2.png --out predictions/\n"
+               "  sparsecell predict runs/demo/pu_sar/checkpoints/best.ckpt slides/ --out results/   # whole slides",
+    "export": "example:\n  sparsecell export runs/demo/pu_sar/checkpoints/best.ckpt model.onnx\n  sparsecell predict model.onnx slides/ --out results/",
+    "demo": "example:\n  sparsecell demo            # synthetic IHC tiles, 25% of the labels: pu_sar (the default) vs ce, const, sel_sfl, pu\n"
+            "  sparsecell demo --quick    # the same in about a minute, for a first look",
 }
 
 
@@ -68,6 +80,8 @@ def cmd_train(args) -> int:
     config, overrides = args.config, list(args.overrides)
     if config is not None and "=" in config and not Path(config).is_file():
         config, overrides = None, [config] + overrides  # no config file: only overrides
+    if args.method:
+        overrides.append(f"loss.name={args.method}")
     if args.out:
         overrides.append(f"train.out_dir={args.out}")
     cfg = load_config(config, overrides)
@@ -325,15 +339,18 @@ def _progress(it, desc: str):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sparsecell",
-        description="Tumour-cell detection from sparse point annotations (Semantic Energy Loss on a ViG detector).",
+        description="Tumour-cell detection from sparse point clicks: train on the cells a pathologist clicked, find "
+                    "every cell in images and whole slides, read them back in QuPath.",
         epilog="Run 'sparsecell COMMAND --help' for each command's options and an example.",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     fmt = argparse.RawDescriptionHelpFormatter
 
-    t = sub.add_parser("train", help="train a detector from a YAML config", epilog=EXAMPLES["train"], formatter_class=fmt)
+    t = sub.add_parser("train", help="train a detector from clicks (a YAML config, or the defaults)",
+                       epilog=_methods_text() + "\n\n" + EXAMPLES["train"], formatter_class=fmt)  # fmt: skip
     t.add_argument("config", nargs="?", help="YAML config (omit for the defaults: synthetic data)")
-    t.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. loss.name=ce data.keep=0.1")
+    t.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. data.keep=0.1 train.epochs=20")
+    t.add_argument("--method", metavar="NAME", help="training method (default pu_sar; see below): the same as loss.name=NAME")
     t.add_argument("--out", help="output folder (train.out_dir)")
     t.add_argument("--resume", nargs="?", const="last", help="continue from a checkpoint (default: OUT/checkpoints/last.ckpt)")
     t.set_defaults(func=cmd_train)
@@ -355,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--overwrite", action="store_true", help="replace the JSON file if it exists")
     e.set_defaults(func=cmd_evaluate)
 
-    pr = sub.add_parser("predict", help="find cells in images; write CSV, QuPath GeoJSON, overlays", epilog=EXAMPLES["predict"], formatter_class=fmt)
+    pr = sub.add_parser("predict", help="find cells in images or whole slides; write CSV, QuPath GeoJSON, overlays, Ki-67 reports", epilog=EXAMPLES["predict"], formatter_class=fmt)
     pr.add_argument("checkpoint")
     pr.add_argument("images", nargs="+")
     pr.add_argument("--out", required=True, help="output folder")
@@ -386,11 +403,12 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--overwrite", action="store_true", help="replace the file if it exists")
     x.set_defaults(func=cmd_export)
 
-    d = sub.add_parser("demo", help="the main job: CE vs const vs SEL+SFL on synthetic IHC tiles with 25%% of the labels",
+    d = sub.add_parser("demo", help="the main job: pu_sar (the default) vs ce, const, sel_sfl and pu on synthetic IHC tiles "
+                                    "with 25%% of the labels",
                        epilog=EXAMPLES["demo"], formatter_class=fmt)  # fmt: skip
     d.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    d.add_argument("--quick", action="store_true", help="a much shorter run (for tests)")
-    d.add_argument("--methods", nargs="+", help="methods to train (default: ce const sel_sfl and the default method)")
+    d.add_argument("--quick", action="store_true", help="a much shorter run (about a minute; its scores mean little)")
+    d.add_argument("--methods", nargs="+", help="methods to train (default: ce const sel_sfl pu and the default, pu_sar)")
     d.set_defaults(func=cmd_demo)
     return p
 
@@ -410,6 +428,23 @@ def _stop_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
+def _one_line_warnings(command: str):
+    """Our warnings as one line each (``sparsecell CMD: warning: ...``), not Python's
+    file-and-source-line form; other libraries' warnings (deprecations, tips) stay off
+    the user's terminal. Returns the previous ``warnings.showwarning``."""
+    import warnings
+
+    here = str(Path(__file__).resolve().parent)
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if str(Path(filename).resolve()).startswith(here):
+            print(f"sparsecell {command}: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+
+    warnings.showwarning = show
+    return previous
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run a command. Expected failures (bad input, a missing or unreadable file, a
     device that is not there, an interruption) print one line and exit non-zero (2 for
@@ -417,10 +452,13 @@ def main(argv: list[str] | None = None) -> int:
     traceback."""
     from .errors import TrainingError
 
+    import warnings
+
     args = build_parser().parse_args(argv)
     os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning")
     if args.command != "train":  # training has its own: Lightning's, which saves a checkpoint first
         _stop_on_sigterm()
+    previous = _one_line_warnings(args.command)
     try:
         return args.func(args)
     except _Terminated:
@@ -439,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"sparsecell {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = previous
 
 
 if __name__ == "__main__":

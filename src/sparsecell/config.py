@@ -17,9 +17,14 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from .errors import ConfigError
-from .catalogue import DEFAULT_LOSS, ROLES
+from .catalogue import CHOICES, DEFAULT_LOSS, RESEARCH, ROLES
 
 __all__ = ["DataConfig", "ModelConfig", "LossConfig", "EvalConfig", "TrainConfig", "Config", "load_config", "apply_overrides"]
+
+
+#: The resolution the synthetic tiles stand for (their nuclei are sized for 20x): the
+#: ``eval.mpp`` a model trained on them records unless told otherwise.
+SYNTHETIC_MPP = 0.5
 
 
 @dataclass
@@ -80,7 +85,8 @@ class LossConfig:
 
     Parameters
     ----------
-    name : one of :data:`sparsecell.losses.ROLES` (default: sparsecell's default method)
+    name : one of :data:`sparsecell.catalogue.ROLES` (default: sparsecell's default method, ``pu_sar``);
+        the few to choose from are :data:`sparsecell.catalogue.CHOICES`
     lambda1, lambda2 : float
         Weights of the pixel loss (SEL, weighted CE or PU risk) and of SFL (paper: 2.0 and 0.05).
     margin : float
@@ -144,7 +150,8 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         if self.name not in ROLES:
-            raise ValueError(f"unknown loss {self.name!r}; choose one of {sorted(ROLES)}")
+            raise ValueError(f"unknown method {self.name!r}; choose one of {', '.join(CHOICES)} "
+                             f"(research variants: {', '.join(RESEARCH)})")
         if isinstance(self.pu_keep, str) and self.pu_keep != "auto":
             raise ValueError(f"pu_keep must be a share in (0, 1] or 'auto', got {self.pu_keep!r}")
         if self.sar_reference not in ("image", "absolute"):
@@ -246,6 +253,8 @@ class Config:
                 raise ConfigError(f"{source}: {name}: {e}") from None
             _check_section(name, parts[name], source)
         cfg = cls(**parts)
+        if cfg.data.source == "synthetic" and cfg.eval.mpp is None:  # its model then predicts slides with no flag
+            cfg.eval.mpp = SYNTHETIC_MPP
         if cfg.data.source == "slides":  # QuPath clicks are sparse as they are; slides are read at the model's resolution
             if cfg.eval.mpp is None:
                 raise ConfigError(f"{source}: data.source slides needs eval.mpp, the resolution to train at (um per px), e.g. 0.5")
