@@ -97,3 +97,51 @@ def _cells(path):
 
     with gzip.open(path, "rt", newline="") as f:
         return np.array([(float(r["x"]), float(r["y"])) for r in csv.DictReader(f)])
+
+
+def test_load_detector_exports_once_and_caches_beside_the_checkpoint(exported, tmp_path):
+    import shutil
+
+    from sparsecell.inference.load import load_detector, onnx_cache_path
+
+    ck = tmp_path / "best.ckpt"
+    shutil.copy(exported[0], ck)
+    heard = []
+    det = load_detector(ck, "cpu", "auto", log=heard.append)
+    cached = onnx_cache_path(ck)
+    assert det.engine == "onnx" and cached.is_file() and cached.parent == ck.parent
+    assert cached.name.startswith("best.") and len(cached.suffixes[0]) == 17  # best.<16 hex>.onnx
+    assert len(heard) == 1 and "exporting" in heard[0]
+    stamp = cached.stat().st_mtime_ns
+    again = load_detector(ck, "cpu", "onnx", log=heard.append)
+    assert again.engine == "onnx" and len(heard) == 1 and cached.stat().st_mtime_ns == stamp  # the cache, not a new export
+    assert load_detector(ck, "cpu", "torch").engine == "torch"
+    with open(ck, "ab") as f:  # another checkpoint (here: the same one with a byte more) gets its own export
+        f.write(b"\0")
+    assert onnx_cache_path(ck) != cached
+
+
+def test_load_detector_refuses_what_cannot_run(exported):
+    from sparsecell.errors import ConfigError
+    from sparsecell.inference.load import load_detector
+
+    with pytest.raises(ConfigError, match="runs with onnxruntime"):
+        load_detector(exported[1], "cpu", "torch")
+    with pytest.raises(ConfigError, match="not known"):
+        load_detector(exported[0], "cpu", "tensorrt")
+
+
+def test_predict_says_which_engine_ran(exported, tmp_path, capsys):
+    import shutil
+
+    from PIL import Image
+
+    from sparsecell.cli import main
+
+    ck = tmp_path / "best.ckpt"
+    shutil.copy(exported[0], ck)
+    Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(tmp_path / "a.png")
+    assert main(["predict", str(ck), str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--device", "cpu"]) == 0
+    assert f"model {ck}: onnxruntime on cpu" in capsys.readouterr().out
+    assert main(["predict", str(ck), str(tmp_path / "a.png"), "--out", str(tmp_path / "p"), "--engine", "torch"]) == 0
+    assert f"model {ck}: PyTorch on cpu" in capsys.readouterr().out
