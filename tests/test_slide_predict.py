@@ -197,7 +197,12 @@ def test_slide_errors_leave_no_output(tmp_path):
     with pytest.raises(SlideError) as e:
         predict_slides(det, [tmp_path / "bad.svs"], out, run_of(), log=lambda m: None)
     assert "bad.svs" in str(e.value) and "\n" not in str(e.value)
-    assert sorted(p.name for p in out.iterdir()) == ["nompp"]  # nothing of the failed slide
+    assert sorted(p.name for p in out.iterdir()) == [".failed-bad.json", "nompp"]  # nothing of the failed slide but its record
+    write_cohort(out)
+    with open(out / "cohort.csv") as f:
+        rows = {r["name"]: r for r in csv.DictReader(f)}
+    assert rows["nompp"]["status"] == "ok" and rows["bad"]["status"].startswith(f"failed: {tmp_path / 'bad.svs'}: ")
+    assert rows["bad"]["cells"] == ""
 
 
 def test_tile_reading_workers_give_the_same_cells(tmp_path):
@@ -222,3 +227,57 @@ def test_a_folder_of_the_users_is_never_replaced_without_overwrite(tmp_path):
     with pytest.raises(SparsecellError, match="not a finished sparsecell slide folder"):
         predict_slides(blob_detector(), [tmp_path / "s.svs"], tmp_path / "out", run_of(), log=lambda m: None)
     assert (mine / "notes.txt").read_text() == "my notes"
+
+
+def test_cells_on_glass_are_not_counted_nor_written(tmp_path):
+    """Dark grey specks (dust) on the glass of tiles that hold tissue: the model finds them,
+    the tissue mask drops them from the counts, the outputs and the density."""
+    cells = seam_cells(np.random.default_rng(6))
+    img = plant(768, 640, cells)
+    yy, xx = np.mgrid[:640, :768]
+    dust = [(x, y) for x in (420, 470, 530) for y in (60, 250, 430, 600)]  # in the tiles of column 2, which run
+    for x, y in dust:
+        img[(xx - x) ** 2 + (yy - y) ** 2 <= 25] = (90, 90, 90)
+    write_svs(tmp_path / "s.svs", img, mpp=0.25)
+    det = blob_detector()
+    [on] = predict_slides(det, [tmp_path / "s.svs"], tmp_path / "on", run_of(), log=lambda m: None)
+    [off] = predict_slides(det, [tmp_path / "s.svs"], tmp_path / "off", run_of(tissue=False), log=lambda m: None)
+    assert off["cells"] == len(cells) + len(dust)  # the model does report them (and --no-tissue keeps them)
+    assert on["cells"] == len(cells) and on["tiles"]["run"] < on["tiles"]["total"]
+    xy, _ = read_cells(tmp_path / "on" / "s")
+    assert len(xy) == len(cells) and xy[:, 0].max() < 384
+    with gzip.open(tmp_path / "on" / "s" / "cells.geojson.gz", "rt") as f:
+        feats = [g for g in json.load(f)["features"] if g["properties"]["objectType"] == "detection"]
+    assert len(feats) == len(cells)
+    assert on["tissue_mm2"] == pytest.approx(384 * 640 * 0.25**2 / 1e6, rel=0.05)  # the tissue half
+    assert on["cells_per_mm2"] == pytest.approx(on["cells"] / on["tissue_mm2"])
+    assert off["tissue_mm2"] is None and off["cells_per_mm2"] == pytest.approx(off["cells"] / (768 * 640 * 0.25**2 / 1e6))
+
+
+def test_roi_density_is_over_its_tissue(tmp_path):
+    from sparsecell.formats.qupath import read_regions
+
+    cells = seam_cells(np.random.default_rng(7))
+    write_svs(tmp_path / "s.svs", plant(768, 640, cells), mpp=0.25)
+    roi = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[192, 0], [576, 0], [576, 640], [192, 640], [192, 0]]]},
+           "properties": {"objectType": "annotation", "name": "half on glass"}}  # fmt: skip
+    (tmp_path / "roi.geojson").write_text(json.dumps(roi))
+    [s] = predict_slides(blob_detector(), [tmp_path / "s.svs"], tmp_path / "out",
+                         run_of(rois=read_regions(tmp_path / "roi.geojson")), log=lambda m: None)  # fmt: skip
+    r = s["rois"][0]
+    assert r["area_mm2"] == pytest.approx(384 * 640 * 0.25**2 / 1e6)
+    assert r["tissue_mm2"] == pytest.approx(r["area_mm2"] / 2, rel=0.05)  # half of it is glass
+    assert s["cells_per_mm2"] == pytest.approx(s["cells"] / r["tissue_mm2"]) and r["cells_per_mm2"] == pytest.approx(s["cells_per_mm2"])
+
+
+def test_hotspot_density_is_over_the_tissue_in_its_field(tmp_path, monkeypatch):
+    import sparsecell.slides.ki67 as ki67
+
+    monkeypatch.setattr(ki67, "MIN_CELLS", 5)
+    cells = seam_cells(np.random.default_rng(8))
+    write_svs(tmp_path / "s.svs", plant(768, 640, cells), mpp=0.25)
+    [s] = predict_slides(blob_detector(), [tmp_path / "s.svs"], tmp_path / "out", run_of(hotspot_um=100.0), log=lambda m: None)
+    hot = s["hotspot"]  # a 400 px field; the tissue is 384 px wide, so every field holds some glass
+    assert hot["x1"] - hot["x0"] == 400 and hot["total"] >= 5
+    assert 0.2 * 0.01 < hot["tissue_mm2"] < 0.98 * 0.01
+    assert hot["cells_per_mm2"] == pytest.approx(hot["total"] / hot["tissue_mm2"])

@@ -203,21 +203,32 @@ def _open_model(args, device, log):
     return det
 
 
-#: Suffixes that only whole slides have (a .tif is a slide only with --slides or in a folder).
+#: Suffixes that only whole slides have (a .tif is a slide when it looks like one: tiled, pyramidal or large).
 _SLIDE_ONLY = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide")
 
 
 def _slide_mode(args) -> bool:
-    """Slides when asked, or when an input is a folder, a list (@file), a glob or a slide-only file."""
-    if args.slides:
-        return True
-    return any(i.startswith("@") or any(ch in i for ch in "*?[") or Path(i).is_dir()
-               or Path(i).suffix.lower() in _SLIDE_ONLY for i in args.images)  # fmt: skip
+    """Slides when asked (``--slides``; ``--images`` asks for images), or when an input is
+    a folder, a list (@file), a glob, a slide-only file or a TIFF that is a slide (tiled,
+    pyramidal or larger than one model tile: :func:`sparsecell.slides.pipeline.tiff_is_slide`)."""
+    if args.slides or args.as_images:
+        return bool(args.slides)
+    from .slides.pipeline import tiff_is_slide
+
+    def is_slide(i: str) -> bool:
+        p = Path(i)
+        if i.startswith("@") or any(ch in i for ch in "*?[") or p.is_dir() or p.suffix.lower() in _SLIDE_ONLY:
+            return True
+        return p.suffix.lower() in (".tif", ".tiff") and p.is_file() and tiff_is_slide(p)
+
+    return any(is_slide(i) for i in args.images)
 
 
 def _predict_slides(args) -> int:
-    """Whole slides (:mod:`sparsecell.slides.pipeline`): a folder per slide, a cohort table."""
-    from .slides.pipeline import SlideRun, file_sha256, predict_slides, shard, slide_inputs, write_cohort
+    """Whole slides (:mod:`sparsecell.slides.pipeline`): a folder per slide, a cohort table.
+    A slide that fails is recorded (``status`` in cohort.csv) and the others still run;
+    then a line per failure and exit status 1."""
+    from .slides.pipeline import SlideRun, SlidesFailed, file_sha256, predict_slides, shard, slide_inputs, write_cohort
 
     rank, world, local = _distributed()
     device = args.device
@@ -254,11 +265,21 @@ def _predict_slides(args) -> int:
     log = (lambda m: None) if args.quiet else print
     if count > 1:
         log(f"shard {index}/{count}: {len(paths)} slides")
-    predict_slides(det, paths, out, run, overwrite=args.overwrite, log=log)
+    failures: list = []
+    try:
+        predict_slides(det, paths, out, run, overwrite=args.overwrite, log=log)
+    except SlidesFailed as e:  # the other slides are done: the cohort still gets written
+        failures = e.failures
     _barrier()
     if _distributed()[0] == 0:
         cohort = write_cohort(out)
         log(f"wrote a folder per slide (cells.geojson.gz for QuPath, cells.csv.gz, summary.json, overview.png) and {cohort}")
+    for _, reason in failures:
+        print(f"sparsecell predict: failed: {reason}", file=sys.stderr)
+    if failures:
+        print(f"sparsecell predict: {len(failures)} of {len(paths)} slides failed (status in {out / 'cohort.csv'}); "
+              "the others are done", file=sys.stderr)  # fmt: skip
+        return 1
     return 0
 
 
@@ -384,7 +405,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--no-overlay", action="store_true", help="skip the overlay PNGs")
     pr.add_argument("--overwrite", action="store_true", help="replace output files that exist already")
     sl = pr.add_argument_group("whole slides (inputs: slide files, folders, globs or @list.txt)")
-    sl.add_argument("--slides", action="store_true", help="treat the inputs as slides (implied by .svs/.ndpi/..., folders, globs, @lists)")
+    kind = sl.add_mutually_exclusive_group()
+    kind.add_argument("--slides", action="store_true", help="treat the inputs as slides (implied by .svs/.ndpi/..., folders, globs, "
+                                                            "@lists, and a .tif that is tiled, pyramidal or over 1024 px a side)")
+    kind.add_argument("--images", dest="as_images", action="store_true",
+                      help="treat the inputs as plain images (native pixels, no tissue mask), even a large or tiled .tif")
     sl.add_argument("--mpp", type=POSITIVE, help="the slides' resolution in um per px, for slides without one (or a wrong one)")
     sl.add_argument("--model-mpp", type=POSITIVE, help="the model's resolution, for a checkpoint that does not record it")
     sl.add_argument("--roi", help="QuPath GeoJSON with polygon annotations: score only inside them (level-0 px)")

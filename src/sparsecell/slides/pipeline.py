@@ -47,7 +47,7 @@ from ..errors import SlideError, SparsecellError
 from ..formats.fileio import write_json
 from ..inference.tiling import SeamPeaks, TileGrid
 
-__all__ = ["SlideRun", "predict_slide", "predict_slides", "slide_inputs", "shard", "HOTSPOT_UM", "write_cohort"]
+__all__ = ["SlideRun", "predict_slide", "predict_slides", "slide_inputs", "shard", "tiff_is_slide", "HOTSPOT_UM", "SlidesFailed", "write_cohort"]
 
 #: The hot-spot field: a square of this side, in um (0.25 mm^2, about one high-power field).
 HOTSPOT_UM = 500.0
@@ -101,6 +101,25 @@ def slide_inputs(items: Sequence[str]) -> list[Path]:
             seen.add(key)
             uniq.append(p)
     return uniq
+
+
+def tiff_is_slide(path: str | os.PathLike) -> bool:
+    """Whether a TIFF is a slide: it is tiled, holds several pages (a pyramid's levels,
+    an SVS-like thumbnail) or is larger than one model tile (:data:`~sparsecell.inference.tiling.TILE`
+    px) on a side. A small plain TIFF is an image. Only the file's directory is read, never
+    its pixels; a file tifffile cannot parse is not one (the image reader then says why)."""
+    import tifffile
+
+    from ..inference.tiling import TILE
+
+    try:
+        with tifffile.TiffFile(path) as tf:
+            page = tf.pages[0]
+            if page.is_tiled or page.subifds or len(tf.pages) > 1:
+                return True
+            return max(int(page.imagewidth), int(page.imagelength)) > TILE
+    except (OSError, ValueError, IndexError, tifffile.TiffFileError):
+        return False
 
 
 def shard(paths: Sequence[Path], index: int, count: int) -> list[Path]:
@@ -207,6 +226,24 @@ def _tile_plan(grid: TileGrid, scale: float, mask: np.ndarray, mask_ds: float, r
     return keep
 
 
+def _tissue_share(reg, mask: np.ndarray, mask_ds: float) -> float:
+    """The share of an ROI that is tissue: of the mask px whose centres lie in it, the
+    tissue ones (an ROI smaller than a mask px: the mask at its centre)."""
+    x0, y0, x1, y1 = reg.bounds
+    mh, mw = mask.shape
+    a0, a1 = max(int(y0 // mask_ds), 0), min(int(math.ceil(y1 / mask_ds)), mh)
+    b0, b1 = max(int(x0 // mask_ds), 0), min(int(math.ceil(x1 / mask_ds)), mw)
+    if a1 <= a0 or b1 <= b0:
+        return 0.0
+    yy, xx = np.mgrid[a0:a1, b0:b1]
+    inside = reg.contains(np.column_stack([(xx.ravel() + 0.5) * mask_ds, (yy.ravel() + 0.5) * mask_ds]))
+    if not inside.any():
+        cy = min(max(int((y0 + y1) / 2 // mask_ds), 0), mh - 1)
+        cx = min(max(int((x0 + x1) / 2 // mask_ds), 0), mw - 1)
+        return float(mask[cy, cx])
+    return float(mask[a0:a1, b0:b1].ravel()[inside].mean())
+
+
 def _box_meets(a, b) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
@@ -300,6 +337,14 @@ def _predict_open_slide(detector, slide, path: Path, out_dir: Path, run: SlideRu
             return
         xy = (pts.xy + 0.5) * scale - 0.5
         lab, sc = pts.labels, pts.scores
+        my = np.clip((xy[:, 1] / mask_ds).astype(int), 0, mask.shape[0] - 1)
+        mx = np.clip((xy[:, 0] / mask_ds).astype(int), 0, mask.shape[1] - 1)
+        if run.tissue:  # a tile holds glass too: only the cells on tissue (the mask, with its margin) count
+            keep = mask[my, mx]
+            if not keep.all():
+                xy, lab, sc, my, mx = xy[keep], lab[keep], sc[keep], my[keep], mx[keep]
+                if not len(xy):
+                    return
         if rois is not None:
             ins = np.zeros((len(rois), len(xy)), bool)
             for k, reg in enumerate(rois):
@@ -307,7 +352,7 @@ def _predict_open_slide(detector, slide, path: Path, out_dir: Path, run: SlideRu
             keep = ins.any(0)
             for k in range(len(rois)):
                 per_roi[k] += np.bincount(lab[ins[k]], minlength=len(classes))
-            xy, lab, sc = xy[keep], lab[keep], sc[keep]
+            xy, lab, sc, my, mx = xy[keep], lab[keep], sc[keep], my[keep], mx[keep]
             if not len(xy):
                 return
         per_class[:] += np.bincount(lab, minlength=len(classes))
@@ -315,8 +360,6 @@ def _predict_open_slide(detector, slide, path: Path, out_dir: Path, run: SlideRu
         table.writerows([f"{x:.2f}", f"{y:.2f}", classes[k], f"{p:.4f}"] for (x, y), k, p in zip(xy.tolist(), lab.tolist(), sc.tolist()))
         tumour = pos[lab] | neg[lab]
         counts_grid.add(xy[tumour], pos[lab][tumour])
-        my = np.clip((xy[:, 1] / mask_ds).astype(int), 0, mask.shape[0] - 1)
-        mx = np.clip((xy[:, 0] / mask_ds).astype(int), 0, mask.shape[1] - 1)
         np.add.at(density, (my, mx), 1)
 
     planned = set(plan)
@@ -401,9 +444,13 @@ def _predict_open_slide(detector, slide, path: Path, out_dir: Path, run: SlideRu
     # the report
     n_tumour = int(per_class[pos | neg].sum())
     P, N = int(per_class[pos].sum()), int(per_class[neg].sum())
-    tissue_mm2 = float(mask.sum()) * (mask_ds * slide.mpp) ** 2 / 1e6 if run.tissue else None
+    mask_px_mm2 = (mask_ds * slide.mpp) ** 2 / 1e6
+    tissue_mm2 = float(mask.sum()) * mask_px_mm2 if run.tissue else None
+    roi_mm2 = [reg.area * slide.mpp**2 / 1e6 for reg in rois or []]
+    if run.tissue:  # cells were counted on tissue only: so is the area
+        roi_mm2 = [a * _tissue_share(reg, mask, mask_ds) for a, reg in zip(roi_mm2, rois or [])]
     if rois is not None:  # cells were counted inside the ROIs only
-        area_mm2 = sum(reg.area for reg in rois) * slide.mpp**2 / 1e6
+        area_mm2 = sum(roi_mm2)
     else:
         area_mm2 = tissue_mm2 if tissue_mm2 is not None else W0 * H0 * slide.mpp**2 / 1e6
     summary = {
@@ -434,7 +481,13 @@ def _predict_open_slide(detector, slide, path: Path, out_dir: Path, run: SlideRu
         "peak_frames_mib": round(seams.peak_bytes / 2**20, 3),  # the seam frames held at once: grows with the slide's width only
     }
     if pos.any() and neg.any():
-        summary["hotspot"] = counts_grid.hotspot(field_px, min_cells=MIN_CELLS)
+        hot = counts_grid.hotspot(field_px, min_cells=MIN_CELLS)
+        if hot is not None:  # its density over its tissue (the mask's area in the field)
+            a0, a1 = int(hot["y0"] // mask_ds), int(math.ceil(hot["y1"] / mask_ds))
+            b0, b1 = int(hot["x0"] // mask_ds), int(math.ceil(hot["x1"] / mask_ds))
+            hot["tissue_mm2"] = float(mask[a0:a1, b0:b1].sum()) * mask_px_mm2
+            hot["cells_per_mm2"] = hot["total"] / hot["tissue_mm2"] if hot["tissue_mm2"] else None
+        summary["hotspot"] = hot
         if n_tumour < MIN_CELLS:
             summary["warnings"].append(f"only {n_tumour} tumour cells were counted (fewer than {MIN_CELLS}): "
                                        "the Ki-67 index is not reliable")  # fmt: skip
@@ -443,6 +496,8 @@ def _predict_open_slide(detector, slide, path: Path, out_dir: Path, run: SlideRu
             cnt = per_roi[k]
             p_, n_ = int(cnt[pos].sum()), int(cnt[neg].sum())
             summary["rois"].append({"name": reg.name, "class": reg.classification, "area_mm2": reg.area * slide.mpp**2 / 1e6,
+                                    "tissue_mm2": roi_mm2[k] if run.tissue else None,
+                                    "cells_per_mm2": int(cnt.sum()) / roi_mm2[k] if roi_mm2[k] else None,
                                     "cells": int(cnt.sum()), "counts": {c: int(n) for c, n in zip(classes, cnt)},
                                     "ki67_index": ki67_index(p_, n_) if (pos.any() and neg.any()) else None})  # fmt: skip
     _overview(thumb, mask, density, out_dir / "overview.png")
@@ -503,11 +558,37 @@ def _done(folder: Path, run: SlideRun) -> bool | None:
     return prev.get("model_sha256") == run.model_sha and prev.get("threshold") == run.threshold
 
 
+class SlidesFailed(SlideError):
+    """Some slides of a run failed (unreadable, corrupt, no resolution, ...); every other
+    slide was run. ``failures``: (slide, one-line reason) each; ``results``: the
+    summaries of the slides run or skipped."""
+
+    def __init__(self, failures: list[tuple[Path, str]], results: list[dict], total: int):
+        self.failures, self.results = failures, results
+        first = failures[0][1]
+        super().__init__(f"{len(failures)} of {total} slides failed; the first: {first}" if total > 1 else first)
+
+
+#: OSErrors of the output's disk, not of a slide: they stop the run.
+_DISK_ERRNOS = {28, 30, 122}  # ENOSPC, EROFS, EDQUOT
+
+
+def _failure_file(out: Path, name: str) -> Path:
+    """The record of a slide that failed (hidden; read by :func:`write_cohort`)."""
+    return out / f".failed-{name}.json"
+
+
 def predict_slides(detector, paths: Sequence[Path], out: Path, run: SlideRun, overwrite: bool = False,
                    log: Callable[[str], None] = print) -> list[dict]:  # fmt: skip
     """Run each slide into ``out/<name>/``; a slide already done with this model and
     threshold is skipped (a rerun resumes), one done with another is refused unless
-    ``overwrite``. Returns the summaries of the slides run or skipped."""
+    ``overwrite``. Returns the summaries of the slides run or skipped.
+
+    A slide that fails (unreadable, corrupt, no resolution, no ROI on it) leaves no
+    folder, is recorded in ``out/.failed-<name>.json`` (its row in ``cohort.csv``; removed
+    when a rerun finishes it) and the others still run; at the end :class:`SlidesFailed`
+    is raised. Problems of the whole run (names that collide, folders in the way, a
+    full or read-only disk) raise at once."""
     out = Path(out)
     names: dict[str, Path] = {}
     for p in paths:
@@ -525,12 +606,15 @@ def predict_slides(detector, paths: Sequence[Path], out: Path, run: SlideRun, ov
             raise SparsecellError(f"{final}: exists and is not a finished sparsecell slide folder; "
                                   "choose another --out or add --overwrite to replace it")  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
-    results = []
+    results: list[dict] = []
+    failures: list[tuple[Path, str]] = []
     for k, p in enumerate(paths, 1):
         final = out / slide_name(p)
+        failed = _failure_file(out, slide_name(p))
         if _done(final, run):
             log(f"[{k}/{len(paths)}] {p}: done already, skipped")
             results.append(json.loads((final / "summary.json").read_text()))
+            failed.unlink(missing_ok=True)
             continue
         stage = out / f".tmp-{slide_name(p)}-{os.getpid()}"
         shutil.rmtree(stage, ignore_errors=True)
@@ -539,28 +623,46 @@ def predict_slides(detector, paths: Sequence[Path], out: Path, run: SlideRun, ov
             if final.exists():  # checked above: --overwrite was given
                 shutil.rmtree(final)
             os.replace(stage, final)
+        except (SparsecellError, OSError) as e:
+            if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:
+                raise
+            reason = _one_line(e)
+            if isinstance(e, OSError) and e.filename and str(e.filename) not in reason:
+                reason = f"{e.filename}: {reason}"
+            if not reason.startswith(str(p)):
+                reason = f"{p}: {reason}"
+            failures.append((p, reason))
+            write_json({"slide": str(p), "name": slide_name(p), "status": f"failed: {reason}",
+                        "model_sha256": run.model_sha, "threshold": run.threshold}, failed)  # fmt: skip
+            log(f"[{k}/{len(paths)}] {p}: failed: {reason}")
+            continue
         finally:
             shutil.rmtree(stage, ignore_errors=True)
+        failed.unlink(missing_ok=True)
         ki = f", Ki-67 index {summary['ki67_index']:.3f}" if summary.get("ki67_index") is not None else ""
         log(f"[{k}/{len(paths)}] {p}: {summary['cells']} cells {summary['counts']}{ki} "
             f"({summary['tiles']['run']}/{summary['tiles']['total']} tiles, {summary['seconds']:.1f} s)")  # fmt: skip
         for w in summary["warnings"]:
             log(f"    warning: {w}")
         results.append(summary)
+    if failures:
+        raise SlidesFailed(failures, results, len(paths))
     return results
 
 
-COHORT_COLUMNS = ("name", "slide", "cells", "positive", "negative", "ki67_index", "hotspot_index", "tissue_mm2",
+COHORT_COLUMNS = ("name", "slide", "status", "cells", "positive", "negative", "ki67_index", "hotspot_index", "tissue_mm2",
                   "cells_per_mm2", "slide_mpp", "model_mpp", "threshold", "model_sha256", "warnings")  # fmt: skip
 
 
 def write_cohort(out: Path) -> Path:
     """``out/cohort.csv``: a row per finished slide folder in ``out`` (from its
-    ``summary.json``), rebuilt from the folders, so shards and ranks merge by rerunning it."""
+    ``summary.json``; status ``ok``) and per slide that failed and has none (status
+    ``failed: <reason>``), sorted by name; rebuilt from the folders, so shards and ranks
+    merge by rerunning it."""
     from ..formats.fileio import atomic_write_text
 
     out = Path(out)
-    rows = []
+    rows: dict[str, list] = {}
     for s in sorted(out.glob("*/summary.json")):
         if s.parent.name.startswith("."):
             continue
@@ -569,10 +671,18 @@ def write_cohort(out: Path) -> Path:
         except (OSError, ValueError):
             continue
         hs = d.get("hotspot") or {}
-        d = {**d, "hotspot_index": hs.get("index"), "warnings": " | ".join(d.get("warnings") or [])}
-        rows.append(["" if d.get(k) is None else d.get(k) for k in COHORT_COLUMNS])
+        d = {**d, "status": "ok", "hotspot_index": hs.get("index"), "warnings": " | ".join(d.get("warnings") or [])}
+        rows[s.parent.name] = ["" if d.get(k) is None else d.get(k) for k in COHORT_COLUMNS]
+    for f in sorted(out.glob(".failed-*.json")):
+        try:
+            d = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        name = f.name[len(".failed-"):-len(".json")]
+        if name not in rows:  # a finished folder wins over an old failure
+            rows[name] = ["" if d.get(k) is None else d.get(k) for k in COHORT_COLUMNS]
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(COHORT_COLUMNS)
-    w.writerows(rows)
+    w.writerows(rows[n] for n in sorted(rows))
     return atomic_write_text(out / "cohort.csv", buf.getvalue())
