@@ -223,7 +223,7 @@ def _cases() -> list[Case]:
         Case("images", "an image that does not exist", P("none.png", "--out", "o")),
         # whole slides (a 640 x 480 SVS at 0.5 um/px; the model's resolution given with --model-mpp)
         *[Case("slides", what, P(*a, "--out", "os", "--model-mpp", "0.5"), setup=setup,
-               check=lambda w, p: "slide outputs left" if (w / "os").exists() and any((w / "os").iterdir()) else None)
+               check=lambda w, p: "slide outputs left" if (w / "os").exists() and any(q.is_dir() for q in (w / "os").iterdir()) else None)
           for what, a, setup in [
               ("a slide without a resolution", ["nompp.svs"], _slide("nompp.svs", mpp=None)),
               ("a truncated slide", ["cut.svs"], _slide("cut.svs", damage="truncate")),

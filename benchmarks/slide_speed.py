@@ -188,8 +188,9 @@ def main() -> None:
 
     batch = args.batch_size or SlideRun.batch_size
     engines = args.engines or (["torch", "onnx"] if args.device == "cpu" and onnx_available() else ["torch"])
-    res["defaults"] = {"batch_size": batch, "num_workers": args.num_workers if args.num_workers is not None
-                       else SlideRun.__dataclass_fields__["num_workers"].default}  # fmt: skip
+    from sparsecell.slides.pipeline import default_workers
+
+    res["defaults"] = {"batch_size": batch, "num_workers": args.num_workers if args.num_workers is not None else default_workers()}
     res["engines"] = {}
     with tempfile.TemporaryDirectory() as tmp:
         small, big = Path(tmp) / "slide.svs", Path(tmp) / "slide4x.svs"

@@ -281,3 +281,10 @@ def test_hotspot_density_is_over_the_tissue_in_its_field(tmp_path, monkeypatch):
     assert hot["x1"] - hot["x0"] == 400 and hot["total"] >= 5
     assert 0.2 * 0.01 < hot["tissue_mm2"] < 0.98 * 0.01
     assert hot["cells_per_mm2"] == pytest.approx(hot["total"] / hot["tissue_mm2"])
+
+
+def test_reading_workers_follow_the_cpu_count():
+    from sparsecell.slides.pipeline import SlideRun, default_workers
+
+    assert [default_workers(n) for n in (1, 2, 3, 4, 8, 16, 64)] == [0, 0, 1, 1, 2, 4, 4]
+    assert SlideRun(threshold=0.5, model_mpp=0.5, model_sha="0").num_workers == default_workers()

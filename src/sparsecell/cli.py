@@ -260,8 +260,8 @@ def _predict_slides(args) -> int:
         class_map = dict(kv.split("=", 1) for kv in args.class_map)
     run = SlideRun(threshold=det.threshold if args.threshold is None else args.threshold, model_mpp=float(model_mpp),
                    model_sha=file_sha256(Path(args.checkpoint)), checkpoint=str(args.checkpoint), tissue=not args.no_tissue,
-                   rois=rois, batch_size=args.batch_size, num_workers=args.num_workers, mpp=args.mpp,
-                   backend=args.backend, class_map=class_map, progress=not args.quiet)  # fmt: skip
+                   rois=rois, batch_size=args.batch_size, mpp=args.mpp, backend=args.backend, class_map=class_map,
+                   progress=not args.quiet, **({} if args.num_workers is None else {"num_workers": args.num_workers}))  # fmt: skip
     log = (lambda m: None) if args.quiet else print
     if count > 1:
         log(f"shard {index}/{count}: {len(paths)} slides")
@@ -416,7 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
     sl.add_argument("--no-tissue", action="store_true", help="run every tile, glass included (default: a tissue mask)")
     sl.add_argument("--shard", help="i/N: run every N-th slide starting at i (job arrays); ranks of torchrun split further")
     sl.add_argument("--batch-size", type=_count(1), default=4, help="tiles per model batch (default 4)")
-    sl.add_argument("--num-workers", type=_count(0), default=0, help="tile-reading worker processes (default 0)")
+    sl.add_argument("--num-workers", type=_count(0), help="tile-reading worker processes (default: from the CPU count, "
+                                                          "0 on 2 cores or fewer)")
     sl.add_argument("--backend", default="auto", choices=["auto", "tiffslide", "openslide", "image"], help="slide reader")
     sl.add_argument("--class-map", nargs="+", metavar="NAME=QUPATH", help="class names for QuPath, e.g. positive='Tumor: Positive'")
     sl.add_argument("--quiet", action="store_true", help="no progress bars or per-slide lines")

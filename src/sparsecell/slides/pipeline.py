@@ -37,7 +37,7 @@ import queue
 import shutil
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -151,6 +151,19 @@ def file_sha256(path: Path) -> str:
 # ---------------------------------------------------------------------------------------
 # One slide
 # ---------------------------------------------------------------------------------------
+
+def default_workers(cores: int | None = None) -> int:
+    """Tile-reading worker processes for this machine: none on 2 cores or fewer (the
+    model keeps them busy, and a reader beside it only competes: measured slower here,
+    ``benchmarks/slide_speed.py``), else a quarter of the cores, at most 4 (decoding a
+    tile is cheaper than running the model on it)."""
+    if cores is None:
+        try:
+            cores = len(os.sched_getaffinity(0))  # the cores this process may use (cgroups, taskset)
+        except AttributeError:  # not Linux
+            cores = os.cpu_count() or 1
+    return 0 if cores <= 2 else min(4, max(1, cores // 4))
+
 @dataclass
 class SlideRun:
     """Settings shared by every slide of a run."""
@@ -162,7 +175,7 @@ class SlideRun:
     tissue: bool = True
     rois: list | None = None  # sparsecell.formats.qupath.Region list, level-0 px
     batch_size: int = 4
-    num_workers: int = 0
+    num_workers: int = field(default_factory=lambda: default_workers())  # tile-reading processes
     mpp: float | None = None  # the slides' resolution when they carry none (or a wrong one)
     backend: str = "auto"
     class_map: dict | None = None
