@@ -253,3 +253,58 @@ def test_read_regions_errors(tmp_path, monkeypatch):
     _assert_error(bigz, "decompresses")
 
     _assert_error(tmp_path / "missing.geojson", "not found")
+
+
+def _legacy_export(tmp_path, version):
+    """A QuPath 0.2 / 0.3 export: the object type in the feature's ``id``, a derived
+    class as its last part with the parent nested in ``parentClass``."""
+    def cls(*parts):
+        c = None
+        for p in parts:
+            c = {"name": p, "colorRGB": -3670016, **({"parentClass": c} if c else {})}
+        return c
+
+    square = {"type": "Polygon", "coordinates": [[[0, 0], [100, 0], [100, 100], [0, 100], [0, 0]]]}
+    feats = [
+        {"type": "Feature", "id": "PathAnnotationObject", "geometry": square,
+         "properties": {"name": "r1", "classification": cls("Exhaustive"), "isLocked": False}},
+        {"type": "Feature", "id": "PathAnnotationObject", "geometry": {"type": "MultiPoint", "coordinates": [[10, 10], [20, 20]]},
+         "properties": {"classification": cls("Tumor", "Positive"), "isLocked": False}},
+        {"type": "Feature", "id": "PathAnnotationObject", "geometry": {"type": "Point", "coordinates": [50, 50]},
+         "properties": {"classification": cls("Stroma", "Positive"), "isLocked": False}},
+        # a detection (its outline and its centre): never a region or a click
+        {"type": "Feature", "id": "PathDetectionObject", "geometry": {"type": "Point", "coordinates": [70, 70]},
+         "properties": {"classification": cls("Tumor", "Negative"), "measurements": []}},
+        {"type": "Feature", "id": "PathCellObject", "geometry": square, "properties": {"measurements": []}},
+    ]
+    p = tmp_path / f"qupath_{version}.geojson"
+    p.write_text(json.dumps(feats if version == "0.2" else {"type": "FeatureCollection", "features": feats}))
+    return p
+
+
+@pytest.mark.parametrize("version", ["0.2", "0.3"])
+def test_qupath_02_and_03_exports_are_read_as_qupath_means_them(tmp_path, version):
+    from sparsecell.formats.qupath import read_annotations
+
+    p = _legacy_export(tmp_path, version)
+    ann = read_annotations(p)
+    assert [r.name for r in ann.regions] == ["r1"]  # the cell outline is not a region
+    assert len(ann.xy) == 3  # the detection's point is not a click
+    assert ann.names == ["Tumor: Positive", "Tumor: Positive", "Stroma: Positive"]  # parents kept, not merged
+    dets = read_detections(p)
+    assert len(dets) == 1 and dets.classes[dets.labels[0]] == "Tumor: Negative"
+
+
+def test_a_spot_clicked_with_two_classes_is_one_warning(tmp_path):
+    from sparsecell.formats.qupath import read_annotations
+
+    square = {"type": "Polygon", "coordinates": [[[0, 0], [100, 0], [100, 100], [0, 100], [0, 0]]]}
+    feats = [_feature(square, name="r", cls="Exhaustive"),
+             _feature({"type": "Point", "coordinates": [10, 10]}, cls="Tumor: Positive"),
+             _feature({"type": "Point", "coordinates": [10.5, 10]}, cls="Tumor: Negative"),
+             _feature({"type": "Point", "coordinates": [40, 40]}, cls="Tumor: Negative")]
+    p = tmp_path / "a.geojson"
+    p.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+    with pytest.warns(UserWarning, match=r"a.geojson: 1 spot\(s\) clicked with two classes, e.g. \(10, 10\)") as rec:
+        ann = read_annotations(p)
+    assert len(rec) == 1 and len(ann.xy) == 3

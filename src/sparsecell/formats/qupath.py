@@ -362,27 +362,42 @@ def _features(doc, path: Path) -> list:
 
 
 def _class_of(props) -> str | None:
-    """The classification as one name ('A: B'), from a string, ``name`` or ``names``."""
+    """The classification as one name ('A: B'): from a string, ``name`` or ``names``
+    (QuPath 0.4 and later), or ``name`` with its ``parentClass`` chain (QuPath 0.2 and
+    0.3 write a derived class as its last part, its parent nested: ``Tumor: Positive``
+    is ``{"name": "Positive", "parentClass": {"name": "Tumor"}}``)."""
     c = props.get("classification") if isinstance(props, dict) else None
     if isinstance(c, str):
         return ": ".join(p.strip() for p in c.split(":"))
-    if isinstance(c, dict):
-        if isinstance(c.get("name"), str):
-            return ": ".join(p.strip() for p in c["name"].split(":"))
-        names = c.get("names")
-        if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
-            return ": ".join(n.strip() for n in names)
-    return None
+    if not isinstance(c, dict):
+        return None
+    names = c.get("names")
+    if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+        return ": ".join(n.strip() for n in names)
+    parts: list[str] = []
+    for _ in range(_MAX_CLASS_DEPTH):  # a hostile file's nesting is bounded
+        if not isinstance(c, dict) or not isinstance(c.get("name"), str):
+            break
+        parts[:0] = [p.strip() for p in c["name"].split(":")]
+        c = c.get("parentClass")
+    return ": ".join(parts) if parts else None
+
+
+#: QuPath 0.2 and 0.3 name the object type in the feature's ``id``.
+_LEGACY_TYPES = {"PathDetectionObject": "detection", "PathCellObject": "cell", "PathTileObject": "tile",
+                 "PathAnnotationObject": "annotation", "PathTMACoreObject": "tma_core", "PathRootObject": "root"}  # fmt: skip
+_MAX_CLASS_DEPTH = 16
 
 
 def _object_type(feat: dict) -> str | None:
+    """``properties.objectType`` (QuPath 0.4 and later), or the 0.2 / 0.3 ``id`` form."""
     props = feat.get("properties")
-    if not isinstance(props, dict):
-        return None
-    for key in ("objectType", "object_type", "type"):
-        if isinstance(props.get(key), str):
-            return props[key]
-    return None
+    if isinstance(props, dict):
+        for key in ("objectType", "object_type", "type"):
+            if isinstance(props.get(key), str):
+                return props[key]
+    legacy = feat.get("id")
+    return _LEGACY_TYPES.get(legacy) if isinstance(legacy, str) else None
 
 
 def _ring_array(coords, path: Path, i: int) -> np.ndarray:
@@ -643,4 +658,25 @@ def read_annotations(path: str | Path) -> Annotations:
         xy.append(a)
         names += [_class_of(f.get("properties"))] * len(a)
     xy_all = np.concatenate(xy) if xy else np.zeros((0, 2))
+    _warn_two_classes(path, xy_all, names)
     return Annotations(regions, xy_all, names)
+
+
+#: Two clicks closer than this (level-0 px) mark one spot.
+SAME_SPOT_PX = 1.0
+
+
+def _warn_two_classes(path: Path, xy: np.ndarray, names: list) -> None:
+    """One warning when a spot is clicked with two classes (a slip of the class menu,
+    or a cell the annotator changed their mind about): both clicks are kept."""
+    if len(xy) < 2:
+        return
+    import warnings
+
+    from scipy.spatial import cKDTree
+
+    pairs = [(i, j) for i, j in cKDTree(xy).query_pairs(SAME_SPOT_PX) if names[i] != names[j]]
+    if pairs:
+        i, j = min(pairs)
+        warnings.warn(f"{path}: {len(pairs)} spot(s) clicked with two classes, e.g. ({xy[i, 0]:.0f}, {xy[i, 1]:.0f}) as "
+                      f"{names[i] or 'Unclassified'!r} and {names[j] or 'Unclassified'!r}; both clicks are kept")  # fmt: skip
