@@ -19,7 +19,7 @@ import time
 import torch
 
 from sparsecell.config import DataConfig, LossConfig
-from sparsecell.losses import build_loss
+from sparsecell.losses import LossBatch, build_loss
 from sparsecell.losses.reference import sel_sfl_per_image
 from sparsecell.models import MODEL_SIZES, build_model
 
@@ -46,9 +46,10 @@ def loss_speed(repeat: int, B=8, grid=32, stride=32, D=80) -> None:
     target = torch.rand(B, 2, H, H, generator=g)
     lab = torch.rand(B, 1, grid, grid, generator=g) < 0.1
     ours = _loss("sel_sfl")
+    batch = LossBatch(logits, emb, target, lab)
 
     def vec():
-        ours(logits, emb, target, lab)["loss"].backward()
+        ours(batch)["loss"].backward()
 
     def loop():
         sel_sfl_per_image(logits, emb, target, lab).backward()
@@ -56,7 +57,7 @@ def loss_speed(repeat: int, B=8, grid=32, stride=32, D=80) -> None:
     t_vec = _time(vec, repeat)
     t_loop = _time(loop, repeat)
     ce = _loss("ce")
-    t_ce = _time(lambda: ce(logits, emb, target, lab)["loss"].backward(), repeat)
+    t_ce = _time(lambda: ce(batch)["loss"].backward(), repeat)
     print(f"SEL+SFL forward+backward, batch {B}, {grid}x{grid} grid, {H}x{H} heatmaps, D={D}:")
     print(f"  vectorised          {t_vec * 1e3:8.1f} ms")
     print(f"  loop per image      {t_loop * 1e3:8.1f} ms   -> {t_loop / t_vec:.1f}x slower")
@@ -82,7 +83,7 @@ def step_share(repeat: int, size="vig_s", hw=512, B=2) -> None:
 
     def step(loss_fn):
         out = model(x)
-        loss = loss_fn(out.logits, out.embedding, target, lab)["loss"]
+        loss = loss_fn(LossBatch(out.logits, out.embedding, target, lab))["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

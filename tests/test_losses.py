@@ -6,12 +6,17 @@ import torch
 from sparsecell.losses.reference import sel_loop, sfl_loop
 from sparsecell.config import DataConfig, LossConfig
 from sparsecell.catalogue import ROLES
-from sparsecell.losses import build_loss
+from sparsecell.losses import LossBatch, build_loss
 from sparsecell.losses.functional import semantic_energy, stretched_feature_loss, weighted_cross_entropy
 
 
 def make_loss(name, **settings):
     return build_loss(LossConfig(name=name, **settings), DataConfig(), keep_estimate=0.25)
+
+
+def _batch(logits, emb, target, lab, **extras):
+    """The loss's input record: logits, embedding, target, labelled nodes and any extras (step, known, ...)."""
+    return LossBatch(logits, emb, target, lab, **extras)
 
 
 def _inputs(B, C, h, w, D=6, s=4, pattern="random", seed=0):
@@ -34,7 +39,7 @@ def _inputs(B, C, h, w, D=6, s=4, pattern="random", seed=0):
 
 def _sel(logits, emb, target, lab):
     """SEL with an energy per class: what the loop transcription computes for C > 1 (equal to ``sel`` for C = 1)."""
-    return make_loss("sel_pc", lambda1=1.0)(logits, emb, target, lab)["loss"]
+    return make_loss("sel_pc", lambda1=1.0)(_batch(logits, emb, target, lab))["loss"]
 
 
 @pytest.mark.parametrize("B,C,h,w", [(1, 1, 3, 3), (2, 1, 4, 5), (3, 2, 3, 4)])
@@ -87,7 +92,7 @@ def test_gradients_flow_into_embedding_through_energy():
     (g,) = torch.autograd.grad(loss, emb)
     assert g.abs().sum() > 0
     # detached energy: no gradient into the embedding from SEL
-    loss = make_loss("sel", detach_energy=True)(logits, emb, target, lab)["loss"]
+    loss = make_loss("sel", detach_energy=True)(_batch(logits, emb, target, lab))["loss"]
     (g,) = torch.autograd.grad(loss, emb, allow_unused=True)
     assert g is None or g.abs().sum() == 0
 
@@ -98,7 +103,7 @@ def test_no_nan_for_edge_label_patterns_and_zero_embeddings(name, pattern):
     logits, emb, target, lab = _inputs(2, 2, 3, 3, pattern=pattern)
     zero = torch.zeros_like(emb, requires_grad=True)
     for e in (emb, zero):
-        out = make_loss(name)(logits, e, target, lab)
+        out = make_loss(name)(_batch(logits, e, target, lab))
         loss = out["loss"]
         assert torch.isfinite(loss)
         grads = torch.autograd.grad(loss, [logits, e], allow_unused=True)
@@ -120,26 +125,26 @@ def test_collapsed_embeddings_give_finite_sfl_gradient():
 def test_bf16_autocast_is_finite(name):
     logits, emb, target, lab = _inputs(2, 1, 4, 4)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = make_loss(name)(logits.bfloat16(), emb.bfloat16(), target, lab)["loss"]
+        loss = make_loss(name)(_batch(logits.bfloat16(), emb.bfloat16(), target, lab))["loss"]
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
 
 
 def test_ce_and_const_weights():
     logits, emb, target, lab = _inputs(2, 1, 4, 4, pattern="one")
-    ce = make_loss("ce", lambda1=1.0)(logits, emb, target, lab)["loss"]
+    ce = make_loss("ce", lambda1=1.0)(_batch(logits, emb, target, lab))["loss"]
     assert ce.item() == pytest.approx(weighted_cross_entropy(logits, target).item())
     # const weight 1.0 is plain CE; a smaller weight lowers the loss
-    c1 = make_loss("const", lambda1=1.0, const_weight=1.0)(logits, emb, target, lab)["loss"]
-    c4 = make_loss("const", lambda1=1.0, const_weight=0.4)(logits, emb, target, lab)["loss"]
+    c1 = make_loss("const", lambda1=1.0, const_weight=1.0)(_batch(logits, emb, target, lab))["loss"]
+    c4 = make_loss("const", lambda1=1.0, const_weight=0.4)(_batch(logits, emb, target, lab))["loss"]
     assert c1.item() == pytest.approx(ce.item(), rel=1e-6)
     assert c4.item() < ce.item()
 
 
 def test_sel_sfl_total_is_lambda_combination_and_warmup():
     logits, emb, target, lab = _inputs(2, 1, 4, 4)
-    out = make_loss("sel_sfl", lambda1=2.0, lambda2=0.05)(logits, emb, target, lab)
+    out = make_loss("sel_sfl", lambda1=2.0, lambda2=0.05)(_batch(logits, emb, target, lab))
     assert out["loss"].item() == pytest.approx(2.0 * out["pixel"].item() + 0.05 * out["sfl"].item(), rel=1e-6)
-    warm = make_loss("sel_sfl", sfl_warmup_steps=100)(logits, emb, target, lab, step=25)
+    warm = make_loss("sel_sfl", sfl_warmup_steps=100)(_batch(logits, emb, target, lab, step=25))
     assert warm["loss"].item() == pytest.approx(2.0 * out["pixel"].item() + 0.05 * 0.25 * out["sfl"].item(), rel=1e-6)
 
 
@@ -152,7 +157,7 @@ def test_per_image_matrix_transcription_agrees_too():
     from sparsecell.losses.reference import sel_sfl_per_image
 
     logits, emb, target, lab = _inputs(3, 1, 4, 4)
-    ours = make_loss("sel_sfl")(logits, emb, target, lab)["loss"]
+    ours = make_loss("sel_sfl")(_batch(logits, emb, target, lab))["loss"]
     ref = sel_sfl_per_image(logits, emb, target, lab)
     assert ours.item() == pytest.approx(ref.item(), rel=1e-5)
 
@@ -184,10 +189,10 @@ def test_teacher_weight_spares_cells_the_teacher_finds():
     teacher = make_loss("teacher", lambda1=1.0, teacher_warmup_steps=10)
     teacher.bind(_ConstantModel(q))
     images = torch.zeros(1, 3, 8, 8)
-    warm = teacher(logits, emb, target, lab, step=3, images=images)
+    warm = teacher(_batch(logits, emb, target, lab, step=3, images=images))
     assert warm["loss"].item() == pytest.approx(weighted_cross_entropy(logits, target).item())
     # after it, the teacher's foreground (from its own forward pass) sets the weights
-    after = teacher(logits, emb, target, lab, step=10, images=images)
+    after = teacher(_batch(logits, emb, target, lab, step=10, images=images))
     E = loss.weight_from(teacher.foreground(images), lab, (8, 8))
     assert after["loss"].item() == pytest.approx(weighted_cross_entropy(logits, target, E).item(), rel=1e-6)
     assert after["loss"].item() != pytest.approx(warm["loss"].item())
@@ -270,7 +275,7 @@ def test_sel_pu_is_energy_weighted_pu_plus_sfl():
     from sparsecell.losses.functional import energy_map, pu_risk, semantic_energy
 
     logits, emb, target, lab = _inputs(2, 1, 4, 4)
-    out = make_loss("sel_pu", lambda1=2.0, lambda2=0.05, pu_prior=0.1)(logits, emb, target, lab)
+    out = make_loss("sel_pu", lambda1=2.0, lambda2=0.05, pu_prior=0.1)(_batch(logits, emb, target, lab))
     E = energy_map(semantic_energy(emb, lab), (16, 16))[:, 0]
     pixel = pu_risk(logits, target, prior=0.1, unl_weight=E)
     sfl = stretched_feature_loss(emb, lab)
@@ -286,18 +291,18 @@ def test_sel_is_the_papers_single_energy_and_sel_pc_the_per_class_one():
     has an energy per class. With one class the two are the same."""
     logits, emb, target, lab = _inputs(2, 2, 4, 4, pattern="random", seed=3)
     merged_lab = lab.any(1, keepdim=True)
-    ours = make_loss("sel", lambda1=1.0)(logits, emb, target, lab)["loss"]
+    ours = make_loss("sel", lambda1=1.0)(_batch(logits, emb, target, lab))["loss"]
     from sparsecell.losses.functional import pixel_energy
 
     E = pixel_energy(emb, lab, tuple(logits.shape[-2:]), per_class=False)
     E1 = pixel_energy(emb, merged_lab, tuple(logits.shape[-2:]), per_class=True)  # one class: the paper's E
     torch.testing.assert_close(E, E1[:, :1].expand_as(E))
     assert ours.item() == pytest.approx(weighted_cross_entropy(logits, target, E).item(), rel=1e-6)
-    per_class = make_loss("sel_pc", lambda1=1.0)(logits, emb, target, lab)["loss"]
+    per_class = make_loss("sel_pc", lambda1=1.0)(_batch(logits, emb, target, lab))["loss"]
     assert per_class.item() == pytest.approx(sel_loop(logits, emb, target, lab).item(), rel=1e-5)
     assert abs(per_class.item() - ours.item()) > 1e-4  # they differ with several classes
     one = _inputs(2, 1, 4, 4)
-    assert make_loss("sel")(*one)["loss"].item() == make_loss("sel_pc")(*one)["loss"].item()
+    assert make_loss("sel")(_batch(*one))["loss"].item() == make_loss("sel_pc")(_batch(*one))["loss"].item()
 
 
 # --- regions known to the loss, pseudo-labels, the censoring form -------------------------
@@ -363,15 +368,15 @@ def test_ce_with_known_regions_trains_no_background_outside_them():
     logits, emb, target, lab = _inputs(2, 1, 4, 4, s=4)
     known = torch.zeros(2, 16, 16)
     known[:, :8] = 1.0
-    got = make_loss("ce", lambda1=1.0)(logits, emb, target, lab, known=known)["loss"]
+    got = make_loss("ce", lambda1=1.0)(_batch(logits, emb, target, lab, known=known))["loss"]
     w = torch.ones_like(target)
     w[:, 0] = known
     assert torch.allclose(got, weighted_cross_entropy(logits, target, w))
     # const: 1 inside, its own weights outside
     c = make_loss("const", lambda1=1.0)
-    E = c.weights(emb, lab, (16, 16), None, None)
+    E = c.weights(_batch(logits, emb, target, lab))
     k = known.unsqueeze(1)
-    assert torch.allclose(c(logits, emb, target, lab, known=known)["loss"], weighted_cross_entropy(logits, target, k + (1 - k) * E))
+    assert torch.allclose(c(_batch(logits, emb, target, lab, known=known))["loss"], weighted_cross_entropy(logits, target, k + (1 - k) * E))
 
 
 def test_pu_pseudo_is_pu_without_labels_and_uses_the_pseudo_target():
@@ -382,10 +387,10 @@ def test_pu_pseudo_is_pu_without_labels_and_uses_the_pseudo_target():
     pseudo[:, 0] = 1.0
     pseudo[:, 0, 10:13, 10:13], pseudo[:, 1, 10:13, 10:13] = 0.0, 1.0
     loss = make_loss("pu_pseudo", lambda1=1.0)
-    assert torch.equal(loss(logits, None, target, None)["loss"], make_loss("pu", lambda1=1.0)(logits, None, target, None)["loss"])
-    out = loss(logits, None, target, None, pseudo=pseudo)
+    assert torch.equal(loss(_batch(logits, None, target, None))["loss"], make_loss("pu", lambda1=1.0)(_batch(logits, None, target, None))["loss"])
+    out = loss(_batch(logits, None, target, None, pseudo=pseudo))
     assert torch.allclose(out["loss"], pu_risk(logits, target, keep=0.25, positive=pseudo))
     assert out["pseudo_share"] > 0
     v1 = make_loss("pu_pseudo", lambda1=1.0, pseudo_censoring=True)
-    assert torch.allclose(v1(logits, None, target, None, pseudo=pseudo)["loss"],
+    assert torch.allclose(v1(_batch(logits, None, target, None, pseudo=pseudo))["loss"],
                           pu_risk(logits, target, keep=0.25, positive=pseudo, censoring=True))

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from sparsecell.config import DataConfig, LossConfig
-from sparsecell.losses import build_loss
+from sparsecell.losses import LossBatch, build_loss
 from sparsecell.models import MODEL_SIZES, UNetDetector, ViGDetector, build_model
 from sparsecell.models.vig import knn_graph
 
@@ -77,7 +77,7 @@ def test_a_few_steps_on_a_synthetic_tile_lower_the_loss(name):
     losses = []
     for step in range(8):
         out = m(x)
-        loss = loss_fn(out.logits, out.embedding, t, lab, step=step)["loss"]
+        loss = loss_fn(LossBatch(out.logits, out.embedding, t, lab, step=step))["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -3,10 +3,14 @@
 with :func:`build_loss`; the tensor functions they share are in
 :mod:`sparsecell.losses.functional`.
 
-Called with the model's ``logits`` (B, C+1, H, W), node ``embedding`` (B, D, h, w), the
-sparse target heatmap ``target`` (B, C+1, H, W) and the labelled grid nodes
-``labelled`` (B, C, h, w) bool, every loss returns a dict with the total ``loss`` and
-its parts (detached, for logging).
+Every loss is called with one :class:`~sparsecell.losses.batch.LossBatch`: the model's
+``logits`` (B, C+1, H, W), node ``embedding`` (B, D, h, w), the sparse target heatmap
+``target`` (B, C+1, H, W), the labelled grid nodes ``labelled`` (B, C, h, w) bool and,
+where the step has them, the input ``images``, the global ``step``, the completely
+annotated regions ``known``, the pseudo-label target ``pseudo`` and the click
+``weight``; it reads the fields it needs and returns a dict with the total ``loss`` and
+its parts (detached, for logging). A new method that needs more adds a field to the
+record, not a parameter to every loss.
 
 The pixel loss of the weighting family is a weighted soft cross-entropy::
 
@@ -40,13 +44,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..catalogue import DEFAULT_LOSS, PU_LOSSES, ROLES
+from .batch import LossBatch
 from .prior import FALLBACK_KEEP, annotated_share, needs_share
 
 if TYPE_CHECKING:
     from ..config import DataConfig, LossConfig
     from .methods import SparseLoss
 
-__all__ = ["ROLES", "PU_LOSSES", "DEFAULT_LOSS", "FALLBACK_KEEP", "build_loss", "annotated_share", "needs_share"]
+__all__ = ["ROLES", "PU_LOSSES", "DEFAULT_LOSS", "FALLBACK_KEEP", "LossBatch", "build_loss", "annotated_share", "needs_share"]
 
 def build_loss(loss: "LossConfig", data: "DataConfig", keep_estimate: float | None = None) -> "SparseLoss":
     """The loss ``loss.name`` with its settings; ``data`` gives what a loss needs of

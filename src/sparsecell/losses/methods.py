@@ -5,7 +5,8 @@ Each is a :class:`torch.nn.Module` built from the ``loss`` and ``data`` config
 sections; the training module calls it every step, and calls :meth:`SparseLoss.bind`
 once with the model and :meth:`SparseLoss.after_step` after every optimiser step
 (the EMA teacher keeps its copy of the model there, so its weights live in the loss
-and travel with the checkpoint).
+and travel with the checkpoint). Every loss's ``forward`` takes one
+:class:`~sparsecell.losses.batch.LossBatch` and reads the fields it needs.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from .batch import LossBatch
 from .functional import energy_map, pixel_energy, pu_risk, stretched_feature_loss, weighted_cross_entropy
 from .prior import annotated_share
 
-__all__ = ["SparseLoss", "CrossEntropy", "ConstantWeight", "SemanticEnergy", "SemanticEnergySFL", "SemanticEnergyPerClass",
+__all__ = ["LossBatch", "SparseLoss", "CrossEntropy", "ConstantWeight", "SemanticEnergy", "SemanticEnergySFL", "SemanticEnergyPerClass",
            "SemanticEnergySFLPerClass", "EMATeacher", "PositiveUnlabelled", "SemanticEnergyPU", "PseudoLabelPU", "LOSS_CLASSES"]  # fmt: skip
 
 
@@ -42,13 +44,19 @@ class SparseLoss(torch.nn.Module):
     def after_step(self, model: torch.nn.Module) -> None:
         """Called after every optimiser step."""
 
-    def forward(self, logits, embedding, target, labelled, step: int | None = None, images: torch.Tensor | None = None,
-                known: torch.Tensor | None = None, pseudo: torch.Tensor | None = None,
-                weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
-        """``known`` (B, H, W): 1 inside regions annotated completely (region
-        annotations), where an unclicked pixel is background; ``pseudo`` (B, C+1, H, W):
-        the target of pseudo-labelled cells (``pu_pseudo``); ``weight`` (B, H, W): each
-        clicked pixel's click weight (``pu_sar``), 1 elsewhere."""
+    def forward(self, batch: LossBatch) -> dict[str, torch.Tensor]:
+        """The loss on one training batch.
+
+        Parameters
+        ----------
+        batch : LossBatch
+            The logits, target and whatever else the step has (see its fields).
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+            ``loss``, the total, and its parts (detached, for logging).
+        """
         raise NotImplementedError
 
     def energy(self, embedding: torch.Tensor, labelled: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -74,8 +82,9 @@ class CrossEntropy(SparseLoss):
     name = "ce"
     with_sfl: ClassVar[bool] = False
 
-    def weights(self, embedding, labelled, size, step, images) -> torch.Tensor | None:
-        """Pixel weights E (B, C+1, H, W), or None for plain cross-entropy."""
+    def weights(self, batch: LossBatch) -> torch.Tensor | None:
+        """Pixel weights E (B, C+1, H, W) on ``batch``'s pixel grid, or None for plain
+        cross-entropy."""
         return None
 
     def region_weights(self, E: torch.Tensor | None, known: torch.Tensor, channels: int) -> torch.Tensor:
@@ -88,15 +97,15 @@ class CrossEntropy(SparseLoss):
             E[:, 0] = 0.0
         return k + (1.0 - k) * E
 
-    def forward(self, logits, embedding, target, labelled, step=None, images=None, known=None, pseudo=None, weight=None):
-        E = self.weights(embedding, labelled, tuple(logits.shape[-2:]), step, images)
-        if known is not None:
-            E = self.region_weights(E, known, target.shape[1])
-        pixel = weighted_cross_entropy(logits, target, E)
+    def forward(self, batch: LossBatch) -> dict[str, torch.Tensor]:
+        E = self.weights(batch)
+        if batch.known is not None:
+            E = self.region_weights(E, batch.known, batch.target.shape[1])
+        pixel = weighted_cross_entropy(batch.logits, batch.target, E)
         loss = self.cfg.lambda1 * pixel
         out = {"pixel": pixel.detach()}
         if self.with_sfl:
-            loss = loss + self.sfl(embedding, labelled, step, out)
+            loss = loss + self.sfl(batch.embedding, batch.labelled, batch.step, out)
         if E is not None and self.uses_embedding:
             out["energy_mean"] = E[:, 0].detach().mean()
         out["loss"] = loss
@@ -108,11 +117,11 @@ class ConstantWeight(CrossEntropy):
 
     name = "const"
 
-    def weights(self, embedding, labelled, size, step, images):
-        B, C, h, w = labelled.shape
-        any_lab = labelled.any(1, keepdim=True)  # (B, 1, h, w)
+    def weights(self, batch):
+        B, C, h, w = batch.labelled.shape
+        any_lab = batch.labelled.any(1, keepdim=True)  # (B, 1, h, w)
         e = torch.where(any_lab, 1.0, self.cfg.const_weight).to(torch.float32).expand(B, C, h, w)
-        return energy_map(e, size, self.cfg.energy_upsample)
+        return energy_map(e, batch.size, self.cfg.energy_upsample)
 
 
 class SemanticEnergy(CrossEntropy):
@@ -123,8 +132,8 @@ class SemanticEnergy(CrossEntropy):
     uses_embedding = True
     per_class_energy = False
 
-    def weights(self, embedding, labelled, size, step, images):
-        return self.energy(embedding, labelled, size)
+    def weights(self, batch):
+        return self.energy(batch.embedding, batch.labelled, batch.size)
 
 
 class SemanticEnergySFL(SemanticEnergy):
@@ -183,10 +192,11 @@ class EMATeacher(CrossEntropy):
             fg = 1.0 - p[:, :1]
             return F.max_pool2d(fg, self.pool, stride=1, padding=self.pool // 2)[:, 0]
 
-    def weights(self, embedding, labelled, size, step, images):
-        if self.teacher is None or images is None or (step is not None and step < self.cfg.teacher_warmup_steps):
+    def weights(self, batch):
+        step = batch.step
+        if self.teacher is None or batch.images is None or (step is not None and step < self.cfg.teacher_warmup_steps):
             return None
-        return self.weight_from(self.foreground(images), labelled, size)
+        return self.weight_from(self.foreground(batch.images), batch.labelled, batch.size)
 
     def weight_from(self, fg: torch.Tensor, labelled: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """The weights (B, C+1, H, W) given the teacher's foreground probability ``fg`` (B, H, W)."""
@@ -211,8 +221,8 @@ class PositiveUnlabelled(SparseLoss):
         super().__init__(cfg, data, keep_estimate)
         self.keep = None if cfg.pu_prior is not None else annotated_share(cfg, data, keep_estimate)
 
-    def forward(self, logits, embedding, target, labelled, step=None, images=None, known=None, pseudo=None, weight=None):
-        pixel = pu_risk(logits, target, self.cfg.pu_prior, self.keep, known=known)
+    def forward(self, batch: LossBatch) -> dict[str, torch.Tensor]:
+        pixel = pu_risk(batch.logits, batch.target, self.cfg.pu_prior, self.keep, known=batch.known)
         return {"loss": self.cfg.lambda1 * pixel, "pixel": pixel.detach()}
 
 
@@ -249,8 +259,8 @@ class SalienceCorrectedPU(PositiveUnlabelled):
     name = "pu_sar"
     click_weights: ClassVar[bool] = True
 
-    def forward(self, logits, embedding, target, labelled, step=None, images=None, known=None, pseudo=None, weight=None):
-        pixel = pu_risk(logits, target, self.cfg.pu_prior, self.keep, known=known, pos_weight=weight)
+    def forward(self, batch: LossBatch) -> dict[str, torch.Tensor]:
+        pixel = pu_risk(batch.logits, batch.target, self.cfg.pu_prior, self.keep, known=batch.known, pos_weight=batch.weight)
         return {"loss": self.cfg.lambda1 * pixel, "pixel": pixel.detach()}
 
 
@@ -261,11 +271,11 @@ class SemanticEnergyPU(PositiveUnlabelled):
     name = "sel_pu"
     uses_embedding = True
 
-    def forward(self, logits, embedding, target, labelled, step=None, images=None, known=None, pseudo=None, weight=None):
-        E = self.energy(embedding, labelled, tuple(logits.shape[-2:]))[:, 0]  # background weight (B, H, W)
-        pixel = pu_risk(logits, target, self.cfg.pu_prior, self.keep, unl_weight=E, known=known)
+    def forward(self, batch: LossBatch) -> dict[str, torch.Tensor]:
+        E = self.energy(batch.embedding, batch.labelled, batch.size)[:, 0]  # background weight (B, H, W)
+        pixel = pu_risk(batch.logits, batch.target, self.cfg.pu_prior, self.keep, unl_weight=E, known=batch.known)
         out = {"pixel": pixel.detach(), "energy_mean": E.detach().mean()}
-        out["loss"] = self.cfg.lambda1 * pixel + self.sfl(embedding, labelled, step, out)
+        out["loss"] = self.cfg.lambda1 * pixel + self.sfl(batch.embedding, batch.labelled, batch.step, out)
         return out
 
 
@@ -299,8 +309,9 @@ class PseudoLabelPU(PositiveUnlabelled):
     name = "pu_pseudo"
     pseudo_labels: ClassVar[bool] = True
 
-    def forward(self, logits, embedding, target, labelled, step=None, images=None, known=None, pseudo=None, weight=None):
-        pixel = pu_risk(logits, target, self.cfg.pu_prior, self.keep, known=known, positive=pseudo,
+    def forward(self, batch: LossBatch) -> dict[str, torch.Tensor]:
+        pseudo = batch.pseudo
+        pixel = pu_risk(batch.logits, batch.target, self.cfg.pu_prior, self.keep, known=batch.known, positive=pseudo,
                         censoring=self.cfg.pseudo_censoring)  # fmt: skip
         out = {"loss": self.cfg.lambda1 * pixel, "pixel": pixel.detach()}
         if pseudo is not None:

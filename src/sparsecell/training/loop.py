@@ -26,7 +26,7 @@ from ..datasets import Sample, load_samples
 from ..errors import ConfigError, TrainingError
 from ..inference.peaks import find_peaks
 from ..inference.detector import predict_heatmap
-from ..losses import build_loss, needs_share
+from ..losses import LossBatch, build_loss, needs_share
 from ..losses.prior import KeepEstimate, estimate_keep
 from ..metrics import PAPER_THRESHOLD, THRESHOLD_GRID, UNSET_THRESHOLD, threshold_sweep
 from ..models import build_model
@@ -120,8 +120,9 @@ class SparseCellModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         x, target, labelled, extras = batch
         out = self.model(x)
-        parts = self.loss_fn(out.logits, out.embedding, target, labelled, step=self.global_step, images=x,
-                             known=extras.get("known"), pseudo=extras.get("pseudo"), weight=extras.get("weight"))  # fmt: skip
+        parts = self.loss_fn(LossBatch(out.logits, out.embedding, target, labelled, step=self.global_step, images=x,
+                                       known=extras.get("known"), pseudo=extras.get("pseudo"),
+                                       weight=extras.get("weight")))  # fmt: skip
         bad = (~torch.isfinite(parts["loss"].detach())).float()
         if self.trainer.world_size > 1:  # every rank stops together, none waits for the others forever
             bad = self.trainer.strategy.reduce(bad, reduce_op="sum")
