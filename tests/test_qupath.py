@@ -308,3 +308,17 @@ def test_a_spot_clicked_with_two_classes_is_one_warning(tmp_path):
     with pytest.warns(UserWarning, match=r"a.geojson: 1 spot\(s\) clicked with two classes, e.g. \(10, 10\)") as rec:
         ann = read_annotations(p)
     assert len(rec) == 1 and len(ann.xy) == 3
+
+
+def test_a_bow_tie_or_flat_roi_is_refused_in_one_line(tmp_path):
+    def write(ring):
+        p = tmp_path / "roi.geojson"
+        p.write_text(json.dumps({"type": "FeatureCollection", "features": [_feature({"type": "Polygon", "coordinates": [ring]}, name="r")]}))
+        return p
+
+    with pytest.raises(AnnotationError, match=r"roi.geojson: feature 0: the polygon crosses itself"):
+        read_regions(write([[0, 0], [100, 100], [100, 0], [0, 100], [0, 0]]))  # a bow-tie
+    with pytest.raises(AnnotationError, match="encloses no area"):
+        read_regions(write([[0, 0], [50, 50], [100, 100], [0, 0]]))
+    ok = read_regions(write([[0, 0], [100, 0], [100, 100], [50, 40], [0, 100], [0, 0]]))  # concave, not crossing
+    assert len(ok) == 1 and ok[0].area == pytest.approx(10000 - 0.5 * 100 * 60)

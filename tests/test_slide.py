@@ -215,3 +215,23 @@ def test_missing_package_is_named(monkeypatch, svs):
         open_slide(svs, backend="openslide")
     _one_line_naming(e, svs)
     assert "pip install 'sparsecell[slides]'" in str(e.value)
+
+
+@pytest.mark.parametrize("backend", ["tiffslide", "image"])
+def test_a_tiff_with_placeholder_resolution_records_none(tmp_path, backend):
+    # 1 px per inch (tifffile's default when nothing is known; inches when the unit tag
+    # is missing, as the TIFF standard says) is no resolution, not 25400 um/px
+    import tifffile
+
+    from sparsecell.slides.reader import open_slide
+
+    p = tmp_path / "untagged.tif"
+    tifffile.imwrite(p, np.zeros((300, 300, 3), np.uint8), photometric="rgb", metadata=None, resolution=(1, 1),
+                     resolutionunit="INCH", **({"tile": (128, 128)} if backend == "tiffslide" else {}))  # fmt: skip
+    with open_slide(p, backend=backend) as s:
+        assert s.mpp is None and s.mpp_raw is None
+    q = tmp_path / "tagged.tif"
+    tifffile.imwrite(q, np.zeros((300, 300, 3), np.uint8), photometric="rgb", metadata=None, resolution=(20000, 20000),
+                     resolutionunit="CENTIMETER", **({"tile": (128, 128)} if backend == "tiffslide" else {}))  # fmt: skip
+    with open_slide(q, backend=backend) as s:
+        assert s.mpp == pytest.approx(0.5)

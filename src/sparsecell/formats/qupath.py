@@ -415,7 +415,39 @@ def _ring_array(coords, path: Path, i: int) -> np.ndarray:
         a = a[:-1]
     if len(a) < 3 or len(np.unique(a, axis=0)) < 3:
         raise AnnotationError(f"{path}: feature {i}: a polygon ring has fewer than 3 points")
+    k = _self_crossing(a)
+    if k is not None:
+        raise AnnotationError(f"{path}: feature {i}: the polygon crosses itself (edge {k[0]} crosses edge {k[1]}, "
+                              f"e.g. a bow-tie); redraw it in QuPath")  # fmt: skip
+    if abs(_shoelace(a)) == 0.0:
+        raise AnnotationError(f"{path}: feature {i}: a polygon ring encloses no area (its points lie on a line)")
     return a
+
+
+#: Rings with more vertices are checked for area only (the crossing test is quadratic).
+MAX_CROSSING_CHECK = 20_000
+
+
+def _self_crossing(ring: np.ndarray) -> tuple[int, int] | None:
+    """The first pair of non-adjacent edges of a closed ring that cross properly, or None."""
+    n = len(ring)
+    if n < 4 or n > MAX_CROSSING_CHECK:
+        return None
+    p, q = ring, np.roll(ring, -1, axis=0)  # edge e runs p[e] -> q[e]
+
+    def cross(o, a, b):
+        return (a[..., 0] - o[..., 0]) * (b[..., 1] - o[..., 1]) - (a[..., 1] - o[..., 1]) * (b[..., 0] - o[..., 0])
+
+    for e in range(n - 2):
+        js = np.arange(e + 2, n - (1 if e == 0 else 0))  # the closing edge is adjacent to edge 0
+        if not len(js):
+            continue
+        d1, d2 = cross(p[e], q[e], p[js]), cross(p[e], q[e], q[js])
+        d3, d4 = cross(p[js], q[js], p[e][None]), cross(p[js], q[js], q[e][None])
+        hit = np.flatnonzero((d1 * d2 < 0) & (d3 * d4 < 0))
+        if len(hit):
+            return e, int(js[hit[0]])
+    return None
 
 
 def _shoelace(ring: np.ndarray) -> float:

@@ -308,7 +308,7 @@ def _predict_open_slide(detector, slide, path: Path, out_dir: Path, run: SlideRu
     t_start = time.time()
     if slide.mpp is None:
         raw = getattr(slide, "mpp_raw", None)
-        why = f"its resolution {raw:g} um/px is not plausible" if raw else "it has no resolution (um per pixel)"
+        why = f"its resolution {raw:g} um/px is not plausible" if raw else "the file records no resolution (um per pixel)"
         raise SlideError(f"{path}: {why}; give it with --mpp")
     rois = run.rois
     W0, H0 = slide.dimensions

@@ -139,6 +139,12 @@ class _TiffslideReader:
         self.level_downsamples = tuple(float(d) for d in self.h.level_downsamples)
         props = self.h.properties
         self.mpp_raw = _as_float(props.get("tiffslide.mpp-x"))
+        if self.mpp_raw is not None and props.get("tiffslide.vendor") is None:  # generic TIFF: from its tags
+            try:
+                if not _tiff_records_resolution(self.h.ts_tifffile.pages[0].tags):
+                    self.mpp_raw = None
+            except Exception:
+                pass
 
     def is_single_strip_image(self) -> bool:
         try:
@@ -222,8 +228,34 @@ def _as_float(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
+def _tiff_records_resolution(tags) -> bool:
+    """Whether a TIFF page's tags state a resolution: an XResolution other than 1 px per
+    unit, in a unit (inch, the TIFF default, or centimetre). Writers put 1/1 there when
+    they know nothing (tifffile's default), which read as inches is 25400 um/px."""
+    try:
+        x = tags["XResolution"].value if "XResolution" in tags else None
+        unit = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else 2
+        num, den = (x if isinstance(x, tuple) else (x, 1)) if x is not None else (0, 1)
+        return unit in (2, 3) and den > 0 and num / den not in (0.0, 1.0)
+    except Exception:
+        return False
+
+
+def _tiff_file_records_resolution(path: Path) -> bool:
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tf:
+            return _tiff_records_resolution(tf.pages[0].tags)
+    except Exception:
+        return False
+
+
 def _image_mpp(path: Path) -> float | None:
-    """um/px from a plain image's header (dpi), or None; nothing is decoded."""
+    """um/px from a plain image's header (dpi), or None; nothing is decoded. A TIFF
+    without a resolution, or whose unit is none, records no resolution."""
+    if path.suffix.lower() in (".tif", ".tiff") and not _tiff_file_records_resolution(path):
+        return None
     try:
         from PIL import Image
 
