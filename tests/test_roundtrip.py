@@ -283,3 +283,16 @@ def test_deeply_nested_json_is_annotation_error(tmp_path):
     path.write_text("[" * 2000, encoding="utf-8")
     with pytest.raises(AnnotationError):
         read_points(path)
+
+
+def test_geojson_ids_are_unique_across_the_images_of_a_run(tmp_path):
+    import json
+
+    pts = Points(np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([0, 0]), ("tumour",))
+    ids = []
+    for name in ("a.geojson", "b.geojson"):
+        write_geojson(pts, tmp_path / name)
+        ids += [f["id"] for f in json.loads((tmp_path / name).read_text())["features"]]
+    assert len(set(ids)) == 4
+    write_geojson(pts, tmp_path / "a.geojson")  # a rerun writes the same ids
+    assert [f["id"] for f in json.loads((tmp_path / "a.geojson").read_text())["features"]] == ids[:2]

@@ -525,12 +525,15 @@ def write_csv(points: Points, path: str | Path) -> Path:
 def write_geojson(points: Points, path: str | Path) -> Path:
     """Write a QuPath-importable FeatureCollection of Point detections.
 
-    Each feature has ``properties.objectType = "detection"`` and a classification with
-    the class name and colour (QuPath's ``[r, g, b]`` form).
+    Each feature has ``properties.objectType = "detection"``, a classification with
+    the class name and colour (QuPath's ``[r, g, b]`` form) and an id unique across the
+    images of a run: a UUID from the file's name and the point's index (stable, so a
+    rerun writes the same ids; distinct, since a run's images have distinct names).
     """
     import uuid
 
     path = Path(path)
+    base = f"sparsecell:image:{path.name}:"
     feats = []
     for i in range(len(points)):
         c = int(points.labels[i])
@@ -545,7 +548,7 @@ def write_geojson(points: Points, path: str | Path) -> Path:
         feats.append(
             {
                 "type": "Feature",
-                "id": str(uuid.UUID(int=i + 1)),
+                "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{base}{i}")),
                 "geometry": {"type": "Point", "coordinates": [float(points.xy[i, 0]), float(points.xy[i, 1])]},
                 "properties": props,
             }
