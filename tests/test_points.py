@@ -337,3 +337,11 @@ def test_points_views():
     c = Points.concat([p, p])
     assert len(c) == 6 and c.scores is not None
     assert Points.concat([p, Points.from_xy([[0, 0]], ("a", "b"))]).scores is None
+
+
+def test_clicks_csv_with_a_spot_of_two_classes_warns_once_and_keeps_both(tmp_path):
+    p = tmp_path / "c.csv"
+    p.write_text("x,y,label\n10,10,positive\n10.4,10,negative\n50,50,negative\n")
+    with pytest.warns(UserWarning, match=r"c.csv: the spot \(10, 10\) is clicked as 'positive' and as 'negative'") as rec:
+        pts = read_csv(p)
+    assert len(rec) == 1 and len(pts.xy) == 3

@@ -305,7 +305,7 @@ def test_a_spot_clicked_with_two_classes_is_one_warning(tmp_path):
              _feature({"type": "Point", "coordinates": [40, 40]}, cls="Tumor: Negative")]
     p = tmp_path / "a.geojson"
     p.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
-    with pytest.warns(UserWarning, match=r"a.geojson: 1 spot\(s\) clicked with two classes, e.g. \(10, 10\)") as rec:
+    with pytest.warns(UserWarning, match=r"a.geojson: the spot \(10, 10\) is clicked as 'Tumor: Positive' and as 'Tumor: Negative'") as rec:
         ann = read_annotations(p)
     assert len(rec) == 1 and len(ann.xy) == 3
 
@@ -316,7 +316,7 @@ def test_a_bow_tie_or_flat_roi_is_refused_in_one_line(tmp_path):
         p.write_text(json.dumps({"type": "FeatureCollection", "features": [_feature({"type": "Polygon", "coordinates": [ring]}, name="r")]}))
         return p
 
-    with pytest.raises(AnnotationError, match=r"roi.geojson: feature 0: the polygon crosses itself"):
+    with pytest.raises(AnnotationError, match=r"roi.geojson: feature 0 \(annotation 'r'\): the polygon crosses itself"):
         read_regions(write([[0, 0], [100, 100], [100, 0], [0, 100], [0, 0]]))  # a bow-tie
     with pytest.raises(AnnotationError, match="encloses no area"):
         read_regions(write([[0, 0], [50, 50], [100, 100], [0, 0]]))

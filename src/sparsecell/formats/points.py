@@ -38,6 +38,9 @@ __all__ = [
     "write_csv",
     "write_geojson",
     "CLASS_COLOURS",
+    "classification_name",
+    "warn_two_classes",
+    "SAME_SPOT_PX",
 ]
 
 
@@ -351,6 +354,8 @@ def read_csv(path: str | Path, classes: Sequence[str] | None = None) -> Points:
         raise AnnotationError(f"{path}: cannot read ({e.strerror or e})") from None
     xy_arr = finite_xy(np.array(xy, np.float64).reshape(-1, 2), path)
     labels, classes = _resolve_labels(raw, classes, path, "label", declared)
+    if not score_key:  # clicks, not detections
+        warn_two_classes(path, xy_arr, [classes[k] for k in labels.tolist()])
     return Points(xy_arr, labels, classes, np.array(scores, np.float64) if score_key else None)
 
 
@@ -370,17 +375,77 @@ def _polygon_centroid(ring: np.ndarray) -> tuple[float, float]:
 GEOJSON_CLASSES_KEY = "sparsecell_classes"
 
 
-def _class_name(props) -> str | None:
-    """QuPath's classification name (``name``, or its parts ``names`` joined with ": ")."""
-    info = props.get("classification") if isinstance(props, dict) else None
-    if not isinstance(info, dict):
+#: Deepest ``parentClass`` chain read (a hostile file's nesting is bounded).
+MAX_CLASS_DEPTH = 16
+
+
+def _split_class(name: str) -> list[str]:
+    return [p.strip() for p in name.split(":")]
+
+
+def classification_name(c, split: bool = True) -> str | None:
+    """A QuPath classification as one name, its parts joined ``"A: B"`` (None when absent).
+
+    Read as QuPath's ``PathClassTypeAdapter.read`` does (``GsonTools.java``):
+
+    * a string: ``PathClass.fromString`` (split on ':', parts stripped);
+    * an object with ``colorRGB`` or ``parentClass`` (QuPath 0.2 and 0.3, Gson's
+      default form): ``name`` is the last part only and the parent is nested, so
+      ``Tumor: Positive`` is ``{"name": "Positive", "parentClass": {"name": "Tumor"}}``
+      (``PathClass.toString`` joins the chain with ": ");
+    * otherwise (QuPath 0.4 and later) ``name`` when present, else the parts ``names``.
+
+    ``split=False`` keeps a 0.4 ``name`` as written (our own writer's class names may
+    hold a ':'; the file's ``sparsecell_classes`` list names them exactly).
+    """
+    if isinstance(c, str):
+        return ": ".join(_split_class(c)) if c.strip() else None
+    if not isinstance(c, dict):
         return None
-    if isinstance(info.get("name"), str):
-        return info["name"]
-    names = info.get("names")
+    if "colorRGB" in c or "parentClass" in c:
+        parts: list[str] = []
+        for _ in range(MAX_CLASS_DEPTH):
+            if not isinstance(c, dict) or not isinstance(c.get("name"), str):
+                break
+            parts[:0] = _split_class(c["name"])
+            c = c.get("parentClass")
+        return ": ".join(parts) if parts else None
+    if isinstance(c.get("name"), str):
+        return ": ".join(_split_class(c["name"])) if split else c["name"]
+    names = c.get("names")
     if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
-        return ": ".join(names)
+        return ": ".join(n.strip() for n in names)
     return None
+
+
+def _class_name(props) -> str | None:
+    """The feature's QuPath classification name (see :func:`classification_name`)."""
+    return classification_name(props.get("classification") if isinstance(props, dict) else None, split=False)
+
+
+#: Two clicks at most this far apart (px) mark the same spot: a cell's centre is
+#: clicked to within a pixel or two, and two different cells' centres are several px
+#: apart even where nuclei touch.
+SAME_SPOT_PX = 1.0
+
+
+def warn_two_classes(path, xy: np.ndarray, names: Sequence) -> None:
+    """One warning when some spot (clicks within :data:`SAME_SPOT_PX`) is clicked with
+    two classes (a slip of the class menu, or a cell the annotator changed their mind
+    about); the clicks are kept. ``names`` is each click's class (None: unclassified)."""
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    if len(xy) < 2 or len(set(names)) < 2:
+        return
+    import warnings
+
+    from scipy.spatial import cKDTree
+
+    pairs = sorted((i, j) for i, j in cKDTree(xy).query_pairs(SAME_SPOT_PX) if names[i] != names[j])
+    if pairs:
+        i, j = pairs[0]
+        more = f" (and {len(pairs) - 1} more such spots)" if len(pairs) > 1 else ""
+        warnings.warn(f"{path}: the spot ({xy[i, 0]:g}, {xy[i, 1]:g}) is clicked as {names[i] or 'Unclassified'!r} and as "
+                      f"{names[j] or 'Unclassified'!r} (within {SAME_SPOT_PX:g} px){more}; both clicks are kept", stacklevel=3)  # fmt: skip
 
 
 def _score(props, path: Path, i: int) -> float | None:
@@ -424,7 +489,9 @@ def read_geojson(path: str | Path, classes: Sequence[str] | None = None) -> Poin
     Point and MultiPoint geometries give their points; Polygon and MultiPolygon
     geometries (QuPath cell or nucleus outlines) give their centroid (area-weighted,
     of the outer ring; for a MultiPolygon, of its largest part). Other geometries are
-    an error. The class is ``properties.classification.name`` (or its ``names``); a
+    an error. The class is ``properties.classification`` read as QuPath reads it
+    (:func:`classification_name`: 0.4's ``name`` / ``names``, 0.2 / 0.3's ``name``
+    with its ``parentClass`` chain); a
     feature without one is of the single class (an error when several classes were
     asked for). A ``score`` measurement on every feature (as :func:`write_geojson`
     writes) becomes ``Points.scores``; the collection's ``sparsecell_classes`` member
@@ -470,6 +537,8 @@ def read_geojson(path: str | Path, classes: Sequence[str] | None = None) -> Poin
     xy_arr = finite_xy(np.array(xy, np.float64).reshape(-1, 2), path)
     labels, classes = _resolve_labels(raw, classes, path, "classification name", declared)
     has_scores = bool(scores) and all(v is not None for v in scores)
+    if not has_scores:  # clicks, not detections
+        warn_two_classes(path, xy_arr, [classes[k] for k in labels.tolist()])
     return Points(xy_arr, labels, classes, np.array(scores, np.float64) if has_scores else None)
 
 

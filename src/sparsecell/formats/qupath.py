@@ -39,7 +39,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..errors import AnnotationError
-from .points import CLASS_COLOURS, GEOJSON_CLASSES_KEY, Points, check_file
+from .points import CLASS_COLOURS, GEOJSON_CLASSES_KEY, Points, check_file, classification_name, warn_two_classes
 
 __all__ = [
     "DEFAULT_CLASS_MAP",
@@ -362,31 +362,18 @@ def _features(doc, path: Path) -> list:
 
 
 def _class_of(props) -> str | None:
-    """The classification as one name ('A: B'): from a string, ``name`` or ``names``
-    (QuPath 0.4 and later), or ``name`` with its ``parentClass`` chain (QuPath 0.2 and
-    0.3 write a derived class as its last part, its parent nested: ``Tumor: Positive``
-    is ``{"name": "Positive", "parentClass": {"name": "Tumor"}}``)."""
-    c = props.get("classification") if isinstance(props, dict) else None
-    if isinstance(c, str):
-        return ": ".join(p.strip() for p in c.split(":"))
-    if not isinstance(c, dict):
-        return None
-    names = c.get("names")
-    if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
-        return ": ".join(n.strip() for n in names)
-    parts: list[str] = []
-    for _ in range(_MAX_CLASS_DEPTH):  # a hostile file's nesting is bounded
-        if not isinstance(c, dict) or not isinstance(c.get("name"), str):
-            break
-        parts[:0] = [p.strip() for p in c["name"].split(":")]
-        c = c.get("parentClass")
-    return ": ".join(parts) if parts else None
+    """The classification as one name ('A: B'), read as QuPath reads it: a string,
+    ``name`` / ``names`` (QuPath 0.4 and later), or ``name`` with its ``parentClass``
+    chain (0.2 and 0.3); see :func:`~sparsecell.formats.points.classification_name`."""
+    return classification_name(props.get("classification") if isinstance(props, dict) else None)
 
 
-#: QuPath 0.2 and 0.3 name the object type in the feature's ``id``.
+#: QuPath 0.2 names the object type in the feature's ``id`` (the Java class's simple
+#: name; ``LEGACY_TYPE_IDS`` in QuPath's ``QuPathTypeAdapters.java``); 0.3 writes
+#: ``properties.object_type``, 0.4 and later ``properties.objectType`` and a UUID ``id``.
+#: A type in the properties wins over the ``id``, as in QuPath.
 _LEGACY_TYPES = {"PathDetectionObject": "detection", "PathCellObject": "cell", "PathTileObject": "tile",
-                 "PathAnnotationObject": "annotation", "PathTMACoreObject": "tma_core", "PathRootObject": "root"}  # fmt: skip
-_MAX_CLASS_DEPTH = 16
+                 "PathAnnotationObject": "annotation", "TMACoreObject": "tmaCore", "PathRootObject": "root"}  # fmt: skip
 
 
 def _object_type(feat: dict) -> str | None:
@@ -400,28 +387,36 @@ def _object_type(feat: dict) -> str | None:
     return _LEGACY_TYPES.get(legacy) if isinstance(legacy, str) else None
 
 
-def _ring_array(coords, path: Path, i: int) -> np.ndarray:
-    """A ring as (n, 2) float without the closing point; at least 3 distinct vertices."""
+def _ring_array(coords, path: Path, where) -> np.ndarray:
+    """A ring as (n, 2) float without the closing point: at least 3 distinct vertices,
+    no two edges crossing (a bow-tie) and some area. ``where`` names the feature in
+    errors (an index, or a text such as ``"feature 3 (annotation 'tumour')"``)."""
+    where = f"feature {where}" if isinstance(where, int) else str(where)
     try:
         a = np.asarray(coords)
     except (ValueError, TypeError):
         a = None
     if a is None or a.ndim != 2 or a.shape[1] < 2 or a.dtype.kind not in "iuf":
-        raise AnnotationError(f"{path}: feature {i}: a polygon ring must be a list of [x, y] numbers")
+        raise AnnotationError(f"{path}: {where}: a polygon ring must be a list of [x, y] numbers")
     a = a[:, :2].astype(np.float64)
     if not np.isfinite(a).all():
-        raise AnnotationError(f"{path}: feature {i}: polygon has NaN or infinite coordinates")
+        raise AnnotationError(f"{path}: {where}: polygon has NaN or infinite coordinates")
     if len(a) > 1 and (a[0] == a[-1]).all():
         a = a[:-1]
     if len(a) < 3 or len(np.unique(a, axis=0)) < 3:
-        raise AnnotationError(f"{path}: feature {i}: a polygon ring has fewer than 3 points")
+        raise AnnotationError(f"{path}: {where}: a polygon ring has fewer than 3 points")
     k = _self_crossing(a)
     if k is not None:
-        raise AnnotationError(f"{path}: feature {i}: the polygon crosses itself (edge {k[0]} crosses edge {k[1]}, "
+        raise AnnotationError(f"{path}: {where}: the polygon crosses itself (edge {k[0]} crosses edge {k[1]}, "
                               f"e.g. a bow-tie); redraw it in QuPath")  # fmt: skip
-    if abs(_shoelace(a)) == 0.0:
-        raise AnnotationError(f"{path}: feature {i}: a polygon ring encloses no area (its points lie on a line)")
+    span = float((a.max(0) - a.min(0)).max())
+    if abs(_shoelace(a)) <= _FLAT_AREA * span * span:  # relative: float noise of collinear points is no area
+        raise AnnotationError(f"{path}: {where}: a polygon ring encloses no area (its points lie on a line)")
     return a
+
+
+#: A ring whose area is at most this fraction of its bounding square's is flat.
+_FLAT_AREA = 1e-9
 
 
 #: Rings with more vertices are checked for area only (the crossing test is quadratic).
@@ -522,13 +517,14 @@ def read_regions(path: str | Path) -> list[Region]:
         polys = [coords] if geom["type"] == "Polygon" else coords
         if not isinstance(polys, list) or not polys:
             raise AnnotationError(f"{path}: feature {i}: malformed {geom['type']} coordinates")
+        props = f.get("properties") if isinstance(f.get("properties"), dict) else {}
+        name = props.get("name")
+        where = f"feature {i}" + (f" (annotation {name!r})" if isinstance(name, str) and name else "")
         polygons = []
         for poly in polys:
             if not isinstance(poly, list) or not poly:
-                raise AnnotationError(f"{path}: feature {i}: malformed {geom['type']} coordinates")
-            polygons.append([_ring_array(r, path, i) for r in poly])
-        props = f.get("properties") if isinstance(f.get("properties"), dict) else {}
-        name = props.get("name")
+                raise AnnotationError(f"{path}: {where}: malformed {geom['type']} coordinates")
+            polygons.append([_ring_array(r, path, where) for r in poly])
         regions.append(Region(name if isinstance(name, str) else None, _class_of(props), polygons))
     if not regions:
         extra = f" ({skipped_detections} detection outlines skipped)" if skipped_detections else ""
@@ -565,7 +561,10 @@ def read_detections(path: str | Path, score_name: str = "Detection probability")
         props = f.get("properties")
         names.append(_class_of(props) or "Unclassified")
         m = props.get("measurements") if isinstance(props, dict) else None
-        v = m.get(score_name) if isinstance(m, dict) else None
+        if isinstance(m, list):  # QuPath 0.2 / 0.3: [{"name": ..., "value": ...}, ...]
+            v = next((e.get("value") for e in m if isinstance(e, dict) and e.get("name") == score_name), None)
+        else:
+            v = m.get(score_name) if isinstance(m, dict) else None
         scores.append(float(v) if _is_number(v) else None)
     classes = list(declared) if declared else []
     for n in sorted(set(names) - set(classes)):
@@ -690,25 +689,5 @@ def read_annotations(path: str | Path) -> Annotations:
         xy.append(a)
         names += [_class_of(f.get("properties"))] * len(a)
     xy_all = np.concatenate(xy) if xy else np.zeros((0, 2))
-    _warn_two_classes(path, xy_all, names)
+    warn_two_classes(path, xy_all, names)
     return Annotations(regions, xy_all, names)
-
-
-#: Two clicks closer than this (level-0 px) mark one spot.
-SAME_SPOT_PX = 1.0
-
-
-def _warn_two_classes(path: Path, xy: np.ndarray, names: list) -> None:
-    """One warning when a spot is clicked with two classes (a slip of the class menu,
-    or a cell the annotator changed their mind about): both clicks are kept."""
-    if len(xy) < 2:
-        return
-    import warnings
-
-    from scipy.spatial import cKDTree
-
-    pairs = [(i, j) for i, j in cKDTree(xy).query_pairs(SAME_SPOT_PX) if names[i] != names[j]]
-    if pairs:
-        i, j = min(pairs)
-        warnings.warn(f"{path}: {len(pairs)} spot(s) clicked with two classes, e.g. ({xy[i, 0]:.0f}, {xy[i, 1]:.0f}) as "
-                      f"{names[i] or 'Unclassified'!r} and {names[j] or 'Unclassified'!r}; both clicks are kept")  # fmt: skip
