@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 import shutil
 
 import numpy as np
@@ -235,3 +236,51 @@ def test_a_tiff_with_placeholder_resolution_records_none(tmp_path, backend):
                      resolutionunit="CENTIMETER", **({"tile": (128, 128)} if backend == "tiffslide" else {}))  # fmt: skip
     with open_slide(q, backend=backend) as s:
         assert s.mpp == pytest.approx(0.5)
+
+
+def _declare_size(path, width: int, height: int) -> None:
+    """Patch a TIFF's ImageWidth / ImageLength (LONG tags) in place: a small file whose
+    header claims a huge image."""
+    import struct
+
+    import tifffile
+
+    with tifffile.TiffFile(path) as t:
+        where = {tag.code: (tag.valueoffset, tag.dtype) for tag in t.pages[0].tags.values() if tag.code in (256, 257)}
+    b = bytearray(Path(path).read_bytes())
+    for code, value in ((256, width), (257, height)):
+        off, dtype = where[code]
+        assert dtype == 4, "the fixture expects LONG size tags"
+        b[off:off + 4] = struct.pack("<I", value)
+    Path(path).write_bytes(bytes(b))
+
+
+def test_a_header_declaring_an_impossible_slide_is_refused_in_one_line(tmp_path):
+    import tifffile
+
+    p = tmp_path / "huge.tif"
+    tifffile.imwrite(p, np.full((512, 512, 3), 230, np.uint8), tile=(256, 256), photometric="rgb", compression="zlib")
+    _declare_size(p, 10**6, 10**6)
+    assert p.stat().st_size < 10_000
+    with pytest.raises(SlideError, match=r"huge.tif: the header declares 1000000x1000000 px, more than a slide holds") as e:
+        open_slide(p)
+    assert "\n" not in str(e.value)
+    _declare_size(p, 400_000, 2_000)  # few pixels, but 200 mm long at 0.5 um/px
+    assert open_slide(p).dimensions == (400_000, 2_000)
+    with pytest.raises(SlideError, match=r"400000x2000 px \(200 x 1 mm at 0.5 um/px\), more than a slide holds"):
+        open_slide(p, mpp=0.5)
+    with pytest.raises(SlideError, match="an mpp of 30 um/px is not plausible"):
+        open_slide(p, mpp=30)
+
+
+def test_the_overview_of_a_slide_without_coarse_levels_is_bounded(tmp_path, monkeypatch):
+    import sparsecell.slides.reader as reader
+    import tifffile
+
+    p = tmp_path / "flat.tif"
+    tifffile.imwrite(p, np.full((1024, 1024, 3), 230, np.uint8), tile=(256, 256), photometric="rgb", compression="zlib")
+    with open_slide(p) as s:
+        assert s.thumbnail(64)[0].shape == (64, 64, 3)
+        monkeypatch.setattr(reader, "TISSUE_VIEW_MAX_PIXELS", 1024 * 1024 - 1)
+        with pytest.raises(SlideError, match=r"flat.tif: the overview needs level 0 read whole \(1024x1024 px"):
+            s.thumbnail(64)

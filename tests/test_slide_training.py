@@ -14,7 +14,7 @@ from sparsecell.errors import AnnotationError, ConfigError
 pytest.importorskip("tiffslide")
 
 
-def synthetic_slide(tmp_path, keep=0.5, seed=0):
+def synthetic_slide(tmp_path, keep=0.5, seed=0, mpp=0.25):
     """A 2048 x 1024 px slide at 0.25 um/px: four synthetic Ki-67 tiles (512 px at 0.5
     um/px, upsampled 2x) on the left, glass on the right; a QuPath export with three
     training regions (a share of the cells clicked) and one exhaustive region."""
@@ -29,7 +29,7 @@ def synthetic_slide(tmp_path, keep=0.5, seed=0):
         img[oy:oy + 512, ox:ox + 512] = np.repeat(np.repeat(tile, 2, 0), 2, 1)
         for (x, y), lab in zip(pts.xy, pts.labels):
             truth.append((k, (x + 0.5) * 2 - 0.5 + ox, (y + 0.5) * 2 - 0.5 + oy, pts.classes[lab]))
-    write_svs(tmp_path / "S1.svs", img, mpp=0.25)
+    write_svs(tmp_path / "S1.svs", img, mpp=mpp)
     rng = np.random.default_rng(seed)
     feats = []
     for k in range(4):
@@ -89,6 +89,34 @@ def test_slide_data_errors(tmp_path):
     ds = open_dataset("slides", tmp_path, "validation", mpp=0.5)
     with pytest.raises(AnnotationError, match="'Stroma' match none of the classes"):
         ds[0]
+
+
+def test_a_slide_without_resolution_takes_it_from_mpp_csv(tmp_path):
+    from sparsecell.datasets import open_dataset
+
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    synthetic_slide(ref)
+    want = open_dataset("slides", ref, "validation", mpp=0.5)[0]
+    synthetic_slide(tmp_path, mpp=None)
+    with pytest.raises(AnnotationError, match=r"S1.svs: the slide records no resolution \(um per px\); give it in .*mpp.csv"):
+        open_dataset("slides", tmp_path, "validation", mpp=0.5)
+    csv = tmp_path / "mpp.csv"
+    for text, err in [("name,um\nS1.svs,0.25\n", "first line must be the header 'slide,mpp'"),
+                      ("slide,mpp\nS1.svs,30\n", "line 2: '30' is not a plausible resolution"),
+                      ("slide,mpp\nS1.svs,abc\n", "line 2: 'abc' is not a plausible resolution"),
+                      ("slide,mpp\nS1.svs,0.25\nS1.svs,0.25\n", "line 3: 'S1.svs' is given twice"),
+                      ("slide,mpp\nS2.svs,0.25\n", "line 2: 'S2.svs' is none of the annotated slides")]:
+        csv.write_text(text)
+        with pytest.raises(AnnotationError, match=err):
+            open_dataset("slides", tmp_path, "validation", mpp=0.5)
+    csv.write_text("slide,mpp\nS1.svs,0.25\n")
+    got = open_dataset("slides", tmp_path, "validation", mpp=0.5)[0]
+    assert np.array_equal(got.image, want.image) and np.allclose(got.points.xy, want.points.xy)
+    csv.write_text("slide,mpp\nS1.svs,0.5\n")  # a slide's own resolution is overridden, with a word
+    synthetic_slide(tmp_path)
+    with pytest.warns(UserWarning, match="mpp.csv gives 0.5 um/px; the file states 0.25; 0.5 is used"):
+        assert open_dataset("slides", tmp_path, "validation", mpp=0.5)[0].image.shape == (512, 512, 3)
 
 
 @pytest.mark.slow

@@ -52,22 +52,15 @@ __all__ = [
 #: The named variants: a method name -> its loss overrides (``key=value`` strings for
 #: :func:`sparsecell.config.load_config`). The first override names the loss.
 METHODS: dict[str, list[str]] = {
-    "ce": ["loss.name=ce"],
-    "pu": ["loss.name=pu"],
+    # a method named as its loss, with the loss's defaults
+    **{loss: [f"loss.name={loss}"] for loss in ("ce", "pu", "sel", "sel_sfl", "sel_pc", "sel_sfl_pc", "teacher",
+                                                  "sel_pu", "pu_pseudo", "pu_sar")},
     "const": ["loss.name=const", "loss.const_weight=0.4"],
     "const_0.2": ["loss.name=const", "loss.const_weight=0.2"],
-    "sel": ["loss.name=sel"],
-    "sel_sfl": ["loss.name=sel_sfl"],
     "sel_sfl_detach": ["loss.name=sel_sfl", "loss.detach_energy=true"],
-    "sel_pc": ["loss.name=sel_pc"],
-    "sel_sfl_pc": ["loss.name=sel_sfl_pc"],
-    "teacher": ["loss.name=teacher"],
-    "sel_pu": ["loss.name=sel_pu"],
     # the PU prior: estimated from the data (pu), or told the simulated keep (an oracle, for reference)
     "pu_oracle": ["loss.name=pu", "loss.pu_keep={keep}"],
     "sel_pu_oracle": ["loss.name=sel_pu", "loss.pu_keep={keep}"],
-    "pu_pseudo": ["loss.name=pu_pseudo"],
-    "pu_sar": ["loss.name=pu_sar"],
     # rows of its first version (before clicks in known complete regions weighed 1; region rows differ, the rest
     # are pu_sar's computation exactly, and were renamed back)
     "pu_sar_v1": ["loss.name=pu_sar"],

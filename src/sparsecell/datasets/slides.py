@@ -16,6 +16,11 @@ objects as GeoJSON``), named after the slide: ``S1.svs`` with ``S1.geojson`` (or
   least one; the other regions are the training split;
 - regions of class ``Ignore*`` are never read, and points inside them are dropped.
 
+A slide whose file records no resolution (or a wrong one) takes it from **mpp.csv** in
+the folder: a header ``slide,mpp`` and one line per such slide (``S1.tif,0.25``: its file
+name and level-0 um per px). The value must be plausible for a slide (0.05-20 um/px); it
+wins over the file's own, with a warning where the two differ.
+
 Points outside every region are ignored (the log gives the count). Each region becomes
 one or more windows of at most ``window`` px a side at the model's resolution
 (``eval.mpp``): the samples. In a validation window the pixels outside the region are
@@ -35,12 +40,71 @@ from ..errors import AnnotationError, ConfigError
 from ..formats.points import Points
 from .base import Item, PointDataset, natural_key
 
-__all__ = ["dataset", "splits", "SPLITS", "annotation_file", "is_exhaustive", "WINDOW"]
+__all__ = ["dataset", "splits", "SPLITS", "annotation_file", "is_exhaustive", "WINDOW", "MPP_FILE", "slide_mpps"]
 
 SPLITS = ("train", "validation")
 #: The largest window side at the model's resolution, px.
 WINDOW = 2048
 _ANNOTATION_SUFFIXES = (".geojson", ".json", ".geojson.gz", ".json.gz")
+#: The per-slide resolution file in a slide folder, and the most bytes it may have.
+MPP_FILE = "mpp.csv"
+_MPP_FILE_MAX_BYTES = 10_000_000
+
+
+def slide_mpps(root: Path, slides: list[Path]) -> dict[str, float]:
+    """The resolutions ``root/mpp.csv`` gives (slide file name -> level-0 um/px), {} when
+    there is no such file; a one-line AnnotationError naming the file and line for a
+    bad header, value, duplicate or a name that is none of ``slides``."""
+    import csv
+
+    from ..slides.reader import MPP_RANGE
+
+    path = root / MPP_FILE
+    if not path.is_file():
+        return {}
+    if path.stat().st_size > _MPP_FILE_MAX_BYTES:
+        raise AnnotationError(f"{path}: more than {_MPP_FILE_MAX_BYTES:,} bytes; it holds one line per slide")
+    try:
+        rows = list(csv.reader(path.read_text(encoding="utf-8-sig").splitlines()))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise AnnotationError(f"{path}: cannot read ({e})") from None
+    rows = [r for r in rows if any(c.strip() for c in r)]
+    if not rows or [c.strip().lower() for c in rows[0]] != ["slide", "mpp"]:
+        raise AnnotationError(f"{path}: the first line must be the header 'slide,mpp'")
+    names = {p.name for p in slides}
+    out: dict[str, float] = {}
+    for n, row in enumerate(rows[1:], start=2):
+        if len(row) != 2:
+            raise AnnotationError(f"{path}: line {n}: expected 'slide,mpp', got {','.join(row)!r}")
+        name, value = row[0].strip(), row[1].strip()
+        try:
+            mpp = float(value)
+        except ValueError:
+            mpp = math.nan
+        if not MPP_RANGE[0] <= mpp <= MPP_RANGE[1]:
+            raise AnnotationError(f"{path}: line {n}: {value!r} is not a plausible resolution for a slide "
+                                  f"({MPP_RANGE[0]:g}-{MPP_RANGE[1]:g} um per px)")  # fmt: skip
+        if name in out:
+            raise AnnotationError(f"{path}: line {n}: {name!r} is given twice")
+        if name not in names:
+            raise AnnotationError(f"{path}: line {n}: {name!r} is none of the annotated slides in {root}")
+        out[name] = mpp
+    return out
+
+
+def slide_mpp(sp: Path, s, given: dict[str, float]) -> float:
+    """The level-0 um/px training reads ``sp`` (opened as ``s``) at: ``mpp.csv``'s value,
+    else the file's own; a one-line error naming the slide when neither exists."""
+    mpp = given.get(sp.name)
+    if mpp is None:
+        if s.mpp is None:
+            why = f"states {s.mpp_raw:g} um/px, which is not plausible" if s.mpp_raw else "records no resolution (um per px)"
+            raise AnnotationError(f"{sp}: the slide {why}; give it in {sp.parent / MPP_FILE} "
+                                  f"(a header 'slide,mpp' and a line '{sp.name},0.25' with its um per px)")  # fmt: skip
+        return s.mpp
+    if s.mpp is not None and abs(mpp / s.mpp - 1) > 0.02:
+        warnings.warn(f"{sp}: {MPP_FILE} gives {mpp:g} um/px; the file states {s.mpp:g}; {mpp:g} is used")
+    return mpp
 
 
 def is_exhaustive(region) -> bool:
@@ -169,13 +233,13 @@ def dataset(root: str | Path, split: str = "train", classes=None, mpp: float | N
     root = Path(root)
     items = []
     outside = 0
-    for sp in _slides_in(root):
+    slides = _slides_in(root)
+    given = slide_mpps(root, slides)
+    for sp in slides:
         ann_path = annotation_file(sp)
         ann = _read(ann_path)
         with open_slide(sp, backend=backend) as s:
-            if s.mpp is None:
-                raise AnnotationError(f"{sp}: the slide has no resolution (um per px); training needs it to read at eval.mpp")
-            scale = mpp / s.mpp
+            scale = mpp / slide_mpp(sp, s, given)
             if abs(scale - 1) < 0.02:
                 scale = 1.0
             W0, H0 = s.dimensions

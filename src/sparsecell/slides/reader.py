@@ -74,6 +74,17 @@ BACKENDS = ("auto", "tiffslide", "openslide", "image")
 #: values come from a screen resolution (72 dpi gives 352.78 um/px), not from a scanner.
 MPP_RANGE = (0.05, 20.0)
 
+#: The most level-0 pixels a slide may declare: a 75 x 50 mm large-format slide
+#: scanned whole at 0.12 um/px has 2.6e11. A small file whose header claims more (a
+#: corrupt or hostile header) is refused before anything is read.
+MAX_SLIDE_PIXELS = 300_000_000_000
+#: The longest side a slide may have at its resolution, in mm (glass is 75 mm long).
+MAX_SLIDE_SIDE_MM = 100.0
+#: The most level pixels the tissue view (the whole-slide overview that the tissue mask
+#: is computed on) may decode: a slide without coarse pyramid levels has to be read
+#: whole for it; this many px take a few minutes.
+TISSUE_VIEW_MAX_PIXELS = 16_000_000_000
+
 #: A pyramid level is used for a request whose scale (level-0 px per output px) is up to
 #: this factor below the level's downsample: within 2 % a level counts as "not coarser".
 LEVEL_TOLERANCE = 1.02
@@ -128,17 +139,26 @@ def _import_openslide():
     return openslide
 
 
-class _TiffslideReader:
+class _LibraryReader:
+    """A slide library's handle (tiffslide's or OpenSlide's): its levels and stated mpp,
+    read at open (which validates the level series and the properties)."""
+
+    def __init__(self, handle, mpp_key: str):
+        self.h = handle
+        self.level_dimensions = tuple((int(w), int(h)) for w, h in handle.level_dimensions)
+        self.level_downsamples = tuple(float(d) for d in handle.level_downsamples)
+        self.mpp_raw = _as_float(handle.properties.get(mpp_key))
+
+    def close(self) -> None:
+        self.h.close()
+
+
+class _TiffslideReader(_LibraryReader):
     name = "tiffslide"
 
     def __init__(self, path: Path):
-        tiffslide = _import_tiffslide()
-        self.h = tiffslide.TiffSlide(str(path))
-        # touch what open must validate: the level series and the properties
-        self.level_dimensions = tuple((int(w), int(h)) for w, h in self.h.level_dimensions)
-        self.level_downsamples = tuple(float(d) for d in self.h.level_downsamples)
+        super().__init__(_import_tiffslide().TiffSlide(str(path)), "tiffslide.mpp-x")
         props = self.h.properties
-        self.mpp_raw = _as_float(props.get("tiffslide.mpp-x"))
         if self.mpp_raw is not None and props.get("tiffslide.vendor") is None:  # generic TIFF: from its tags
             try:
                 if not _tiff_records_resolution(self.h.ts_tifffile.pages[0].tags):
@@ -156,19 +176,12 @@ class _TiffslideReader:
         arr = self.h.read_region(loc, level, (w, h), as_array=True, padding=False)
         return np.asarray(arr)  # (h, w, C)
 
-    def close(self) -> None:
-        self.h.close()
 
-
-class _OpenslideReader:
+class _OpenslideReader(_LibraryReader):
     name = "openslide"
 
     def __init__(self, path: Path):
-        openslide = _import_openslide()
-        self.h = openslide.OpenSlide(str(path))
-        self.level_dimensions = tuple((int(w), int(h)) for w, h in self.h.level_dimensions)
-        self.level_downsamples = tuple(float(d) for d in self.h.level_downsamples)
-        self.mpp_raw = _as_float(self.h.properties.get("openslide.mpp-x"))
+        super().__init__(_import_openslide().OpenSlide(str(path)), "openslide.mpp-x")
 
     def read(self, level: int, x0: int, y0: int, w: int, h: int, loc: tuple[int, int]) -> np.ndarray:
         rgba = np.asarray(self.h.read_region(loc, level, (w, h)))  # (h, w, 4), not premultiplied
@@ -177,9 +190,6 @@ class _OpenslideReader:
             a = alpha.astype(np.float32) / 255.0
             rgb = np.round(rgb * a + 255.0 * (1.0 - a)).astype(np.uint8)
         return rgb
-
-    def close(self) -> None:
-        self.h.close()
 
 
 class _ImageReader:
@@ -563,6 +573,12 @@ class Slide:
         W, H = self.dimensions
         d = max(1.0, max(W, H) / int(max_side))
         w, h = max(1, math.ceil(W / d - 1e-9)), max(1, math.ceil(H / d - 1e-9))
+        level = self.best_level(d)
+        lw, lh = self.level_dimensions[level]
+        if lw * lh > TISSUE_VIEW_MAX_PIXELS:
+            raise SlideError(f"{self.path}: the overview needs level {level} read whole ({lw}x{lh} px, "
+                             f"{lw * lh / 1e9:.0f} gigapixels; at most {TISSUE_VIEW_MAX_PIXELS / 1e9:.0f}): the file "
+                             "has no coarse pyramid level; save it with one (e.g. vips tiffsave --tile --pyramid)")  # fmt: skip
         return self.read((0.0, 0.0, w * d, h * d), (w, h)), d
 
 
@@ -656,6 +672,9 @@ def open_slide(path: str | os.PathLike, backend: str = "auto", mpp: float | None
         m = _as_float(mpp) if not isinstance(mpp, bool) else None
         if m is None or m <= 0:
             raise SlideError(f"{p}: mpp override must be a positive finite number of um/px, got {mpp!r}")
+        if not MPP_RANGE[0] <= m <= MPP_RANGE[1]:
+            raise SlideError(f"{p}: an mpp of {m:g} um/px is not plausible for a slide "
+                             f"({MPP_RANGE[0]:g}-{MPP_RANGE[1]:g} um per px)")  # fmt: skip
         mpp = m
     if p.is_dir() and p.suffix.lower() != ".mrxs":
         raise SlideError(f"{p}: is a folder, not a slide file")
@@ -664,4 +683,13 @@ def open_slide(path: str | os.PathLike, backend: str = "auto", mpp: float | None
     reader = _open_auto(p) if backend == "auto" else _open_reader(p, backend)
     if not reader.level_dimensions or min(min(d) for d in reader.level_dimensions[:1]) <= 0:
         raise SlideError(f"{p}: the slide has no image (empty level 0)")
-    return Slide(p, reader.name, reader, mpp=mpp)
+    slide = Slide(p, reader.name, reader, mpp=mpp)
+    W, H = slide.dimensions
+    side_mm = max(W, H) * slide.mpp / 1000 if slide.mpp is not None else 0.0
+    if W * H > MAX_SLIDE_PIXELS or side_mm > MAX_SLIDE_SIDE_MM:
+        size = f"{W}x{H} px" + (f" ({W * slide.mpp / 1000:.0f} x {H * slide.mpp / 1000:.0f} mm at {slide.mpp:g} um/px)" if side_mm else "")
+        slide.close()
+        raise SlideError(f"{p}: the header declares {size}, more than a slide holds (at most "
+                         f"{MAX_SLIDE_PIXELS / 1e9:.0f} gigapixels and {MAX_SLIDE_SIDE_MM:g} mm a side); "
+                         "the file is corrupt or not a slide")  # fmt: skip
+    return slide
