@@ -51,16 +51,22 @@ __all__ = [
 
 #: The named variants: a method name -> its loss overrides (``key=value`` strings for
 #: :func:`sparsecell.config.load_config`). The first override names the loss.
+def _named_as_loss(*losses: str) -> dict[str, list[str]]:
+    """Methods named as their loss, with the loss's defaults."""
+    return {loss: [f"loss.name={loss}"] for loss in losses}
+
+
 METHODS: dict[str, list[str]] = {
-    # a method named as its loss, with the loss's defaults
-    **{loss: [f"loss.name={loss}"] for loss in ("ce", "pu", "sel", "sel_sfl", "sel_pc", "sel_sfl_pc", "teacher",
-                                                  "sel_pu", "pu_pseudo", "pu_sar")},
+    **_named_as_loss("ce", "pu"),
     "const": ["loss.name=const", "loss.const_weight=0.4"],
     "const_0.2": ["loss.name=const", "loss.const_weight=0.2"],
+    **_named_as_loss("sel", "sel_sfl"),
     "sel_sfl_detach": ["loss.name=sel_sfl", "loss.detach_energy=true"],
+    **_named_as_loss("sel_pc", "sel_sfl_pc", "teacher", "sel_pu"),
     # the PU prior: estimated from the data (pu), or told the simulated keep (an oracle, for reference)
     "pu_oracle": ["loss.name=pu", "loss.pu_keep={keep}"],
     "sel_pu_oracle": ["loss.name=sel_pu", "loss.pu_keep={keep}"],
+    **_named_as_loss("pu_pseudo", "pu_sar"),
     # rows of its first version (before clicks in known complete regions weighed 1; region rows differ, the rest
     # are pu_sar's computation exactly, and were renamed back)
     "pu_sar_v1": ["loss.name=pu_sar"],
