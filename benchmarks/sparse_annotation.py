@@ -10,6 +10,15 @@ trains and writes; the methods, tables and figures are ``sparsecell.evidence``'s
     .venv/bin/python benchmarks/sparse_annotation.py --quick      # < 30 min on 2 CPU cores
     .venv/bin/python benchmarks/sparse_annotation.py              # the full grid (about 3.5 h)
 
+Method ``classical`` is the training-free peer (``sparsecell.classical``: colour
+deconvolution, nuclei at a fitted size, positive by a fitted DAB threshold): fitted on
+the same validation images, scored on the same test images; it uses no clicks, so its
+row is the same for every keep and sparsity of a fold. ``--dab-positivity`` adds, for
+each trained Ki-67 model, a row ``<method>_dab``: the same cells, positive or negative
+by their measured DAB density (threshold fitted on validation). On Ki-67 data every row
+has the per-image index error (``ki67_mae``, ``ki67_bias``, ``ki67_loa``, percentage
+points).
+
 ``--sparsity random salient region`` simulates how the annotator clicks
 (``sparsecell.training.targets.sparsify``); rows record it (``sparsity``), the share of
 annotated cells the method estimated (``keep_estimate``, null where it was told one)
@@ -37,6 +46,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 from sparsecell import __version__  # noqa: E402
+from sparsecell.catalogue import DEFAULT_LOSS  # noqa: E402
 from sparsecell.config import load_config  # noqa: E402
 from sparsecell.training.crops import sparse_points  # noqa: E402
 from sparsecell.datasets import load_samples, open_dataset  # noqa: E402
@@ -55,6 +65,7 @@ from sparsecell.evidence import (  # noqa: E402
     summarise,
     val_curve,
 )
+from sparsecell.classical import by_dab, classical_detector, dab_at, fit_classical, fit_dab_threshold  # noqa: E402
 from sparsecell.inference.detector import Detector, evaluate  # noqa: E402
 from sparsecell.training.loop import train  # noqa: E402
 
@@ -72,8 +83,100 @@ def folder(ds: str) -> str:
     return DATASETS[ds].get("folder", ds)
 
 
+def ki67_fields(ev: dict) -> dict:
+    """A row's Ki-67 index figures from an evaluation's dict (none without an index)."""
+    k = ev.get("ki67")
+    if not k:
+        return {}
+    return {"ki67_mae": k["mae"], "ki67_bias": k["bias"], "ki67_loa": k["loa"], "ki67_within_5": k["within_5"],
+            "ki67_within_10": k["within_10"], "ki67_pooled_true": k["pooled_true"], "ki67_pooled_pred": k["pooled_pred"],
+            "ki67_errors": k["errors"]}  # fmt: skip
+
+
+def _split_samples(args, ds: str, split_ids) -> tuple[list, list]:
+    """(validation, test) samples of a data set (a BCData fold's ids)."""
+    spec = DATASETS[ds]
+    if folder(ds) == "crchisto":
+        mode = spec.get("mode", "detection")
+        v = open_dataset("crchisto", args.data / folder(ds), "validation", mode=mode)
+        t = open_dataset("crchisto", args.data / folder(ds), "test", mode=mode)
+        return [v[i] for i in range(len(v))], [t[i] for i in range(len(t))]
+    d = open_dataset("bcdata", args.data / ds, "test")
+    return [d[d.index(i)] for i in split_ids[1]], [d[d.index(i)] for i in split_ids[2]]
+
+
+_CLASSICAL: dict = {}
+
+
+def classical_fit(args, ds: str, fold: int | None, split_ids):
+    """The peer's settings fitted on a fold's validation images (once per fold)."""
+    key = (ds, fold)
+    if key not in _CLASSICAL:
+        val, _ = _split_samples(args, ds, split_ids)
+        t0 = time.time()
+        settings, report = fit_classical(val, val[0].points.classes, DATASETS[ds]["radius"])
+        _CLASSICAL[key] = (settings, report, time.time() - t0)
+    return _CLASSICAL[key]
+
+
+def run_classical(args, ds: str, keep: float, seed: int, fold: int | None, split_ids, sparsity: str) -> dict:
+    """The peer's row: fitted on the validation images, scored on the test images."""
+    spec = DATASETS[ds]
+    settings, report, seconds = classical_fit(args, ds, fold, split_ids)
+    _, test = _split_samples(args, ds, split_ids)
+    det = classical_detector(settings)
+    ev = evaluate(det, test).as_dict()
+    a = ev["all"]
+    row = {"dataset": ds, "method": "classical", "role": role("classical"), "keep": keep, "sparsity": sparsity,
+           "seed": seed, "keep_estimate": None, "f1": a["f1"], "f1_per_image": a["f1_per_image"],
+           "precision": a["precision"], "recall": a["recall"], "threshold": det.threshold, "f1_at_0.7": ev["f1_at"]["0.7"],
+           "f1_at_0.5": ev["f1_at"]["0.5"], "ap": ev["ap"], "radius_px": spec["radius"], "val_f1": report["validation_f1"],
+           "val_curve": [], "train_seconds": round(seconds, 1), "git_commit": _commit(), "clicked_share": 0.0,
+           "classical_settings": report["settings"], **ki67_fields(ev)}  # fmt: skip
+    if fold is not None:
+        row["fold"] = fold
+    if len(det.classes) > 1:
+        row["per_class_f1"] = {c: ev[c]["f1"] for c in det.classes}
+    if spec["extra_radius"]:
+        row[f"f1_at_radius_{spec['extra_radius']:g}"] = evaluate(det, test, radius=spec["extra_radius"]).as_dict()["all"]["f1"]
+    return row
+
+
+def dab_row(args, row: dict, det, ds: str, fold: int | None, split_ids) -> dict:
+    """The same model's cells, positive or negative by their measured DAB density, the
+    threshold fitted on the validation images (the nucleus size: the peer's fit there)."""
+    from sparsecell.metrics import ki67_agreement, score_points
+
+    settings, _, _ = classical_fit(args, ds, fold, split_ids)
+    val, test = _split_samples(args, ds, split_ids)
+
+    def cells(samples):
+        pts = [det.peaks(s.image, det.threshold) for s in samples]
+        return pts, [dab_at(s.image, p.xy, settings.nucleus_px) for s, p in zip(samples, pts)]
+
+    vp, vd = cells(val)
+    t, vf1 = fit_dab_threshold([s.points for s in val], vp, vd, DATASETS[ds]["radius"])
+    tp, td = cells(test)
+    pred = [by_dab(p, d, t) for p, d in zip(tp, td)]
+    truth = [s.points for s in test]
+    sc = score_points(truth, pred, DATASETS[ds]["radius"])
+    agreement = ki67_agreement(truth, pred)
+    out = {k: row[k] for k in ("dataset", "keep", "sparsity", "seed", "keep_estimate", "threshold", "radius_px",
+                               "train_seconds", "git_commit", "clicked_share") if k in row}  # fmt: skip
+    out.update({"method": row["method"] + "_dab", "role": role(row["method"] + "_dab"), "f1": sc["all"].f1,
+                "precision": sc["all"].precision, "recall": sc["all"].recall, "val_f1": vf1, "dab_threshold": t,
+                "per_class_f1": {c: sc[c].f1 for c in det.classes}, "val_curve": [],
+                **ki67_fields({"ki67": agreement.as_dict() if agreement else None})})  # fmt: skip
+    if fold is not None:
+        out["fold"] = fold
+    return out
+
+
 def run_one(args, ds: str, method: str, keep: float, seed: int, fold: int | None, split_ids, work: Path,
-            sparsity: str = "random") -> dict:  # fmt: skip
+            sparsity: str = "random") -> dict | list[dict]:  # fmt: skip
+    """One trained model's row (and its ``_dab`` row with ``--dab-positivity`` on Ki-67 data)."""
+    if method == "classical":
+        return run_classical(args, ds, keep, seed, fold, split_ids, sparsity)
     spec = DATASETS[ds]
     name = f"{ds}_{sparsity}_k{keep}_s{seed}" + (f"_f{fold}" if fold is not None else "") + f"_{method}"
     out = work / name
@@ -115,7 +218,7 @@ def run_one(args, ds: str, method: str, keep: float, seed: int, fold: int | None
         "f1": a["f1"], "f1_per_image": a["f1_per_image"], "precision": a["precision"], "recall": a["recall"],
         "threshold": det.threshold, "f1_at_0.7": ev["f1_at"]["0.7"], "f1_at_0.5": ev["f1_at"]["0.5"], "ap": ev["ap"],
         "radius_px": spec["radius"], "val_f1": r.val_f1, "val_curve": val_curve(out),
-        "train_seconds": round(time.time() - t0, 1), "git_commit": _commit(),
+        "train_seconds": round(time.time() - t0, 1), "git_commit": _commit(), **ki67_fields(ev),
     }  # fmt: skip
     if fold is not None:
         row["fold"] = fold
@@ -141,9 +244,10 @@ def run_one(args, ds: str, method: str, keep: float, seed: int, fold: int | None
         if args.figures and seed == args.seeds[0]:
             energy_figure_for(det, test[:3], keep, args.figures / f"energy_{ds}_k{keep}_{method}.png",
                               f"{ds}: {method}, {keep:.0%} of the labels (test images, sparsified for the energy)")
+    extra = [dab_row(args, row, det, ds, fold, split_ids)] if args.dab_positivity and len(det.classes) == 2 else []
     if not args.keep_checkpoints:
         shutil.rmtree(out, ignore_errors=True)
-    return row
+    return [row] + extra if extra else row
 
 
 def main() -> None:
@@ -179,6 +283,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "bench")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "sparse_annotation.json")
     ap.add_argument("--keep-checkpoints", action="store_true")
+    ap.add_argument("--dab-positivity", action="store_true",
+                    help="Ki-67: also score each trained model with its cells' classes from their DAB density (<method>_dab rows)")
     ap.add_argument("--figures", type=Path, default=None,
                     help="write an energy figure (image, sparse labels, energy, prediction) of 3 test images "
                          "for every SEL-based model of the first seed into this folder")
@@ -247,13 +353,15 @@ def main() -> None:
                             _write(args, rows, started)
                             print(summarise(rows))
                             return
-                        row = run_one(args, ds, m, keep, seed, fold, split, args.work, sparsity)
-                        rows.append(row)
-                        est = f" keep est {row['keep_estimate']:.3f}" if row.get("keep_estimate") is not None else ""
-                        print(f"[{time.time() - started:6.0f} s] {ds} {sparsity} keep {keep} seed {seed}{est}"
-                              f"{'' if fold is None else f' fold {fold}'} {m:15s} F1 {row['f1']:.3f} "
-                              f"(P {row['precision']:.3f} R {row['recall']:.3f} thr {row['threshold']:g}) "
-                              f"AP {row['ap']:.3f} F1@0.7 {row['f1_at_0.7']:.3f}", flush=True)  # fmt: skip
+                        got = run_one(args, ds, m, keep, seed, fold, split, args.work, sparsity)
+                        for row in got if isinstance(got, list) else [got]:
+                            rows.append(row)
+                            est = f" keep est {row['keep_estimate']:.3f}" if row.get("keep_estimate") is not None else ""
+                            ki = f" Ki-67 MAE {row['ki67_mae']:.1f} pp" if row.get("ki67_mae") is not None else ""
+                            print(f"[{time.time() - started:6.0f} s] {ds} {sparsity} keep {keep} seed {seed}{est}"
+                                  f"{'' if fold is None else f' fold {fold}'} {row['method']:15s} F1 {row['f1']:.3f} "
+                                  f"(P {row['precision']:.3f} R {row['recall']:.3f} thr {row['threshold']:g}){ki}",
+                                  flush=True)  # fmt: skip
                         _write(args, rows, started)
     _write(args, rows, started)
     print(summarise(rows))
@@ -282,7 +390,7 @@ def _write(args, rows, started) -> None:
         cfg["gpu"] = torch.cuda.get_device_name(0)
     pairs = default_pairs(rows)
     doc = {"config": cfg, "version": __version__, "git_commit": commit, "seconds": round(time.time() - started),
-           "rows": rows, "paired": pairs}  # fmt: skip
+           "default": DEFAULT_LOSS, "rows": rows, "paired": pairs}  # fmt: skip
     if args.append and args.out.is_file():  # notes on earlier rows (renames) stay with them
         notes = json.loads(args.out.read_text()).get("relabelled")
         if notes:

@@ -18,7 +18,7 @@ LAYERS = {
     "metrics": 3, "models": 3, "report": 3,
     "datasets": 4, "losses": 4,
     "inference": 5,
-    "training": 6,
+    "training": 6, "classical": 6,
     "slides": 7,
     "evidence": 8, "demo": 8, "cli": 9, "__init__": 9,
 }  # fmt: skip

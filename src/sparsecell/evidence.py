@@ -78,16 +78,23 @@ METHODS: dict[str, list[str]] = {
     # region clicking with the annotated regions hidden from the loss (the default tells it)
     "pu_noregions": ["loss.name=pu", "data.regions_known=false"],
     "ce_noregions": ["loss.name=ce", "data.regions_known=false"],
+    # the training-free peer (sparsecell.classical): no loss, no clicks; fitted on the validation images
+    "classical": [],
+    # a trained model's cells, positive or negative by their measured DAB density (a threshold fitted on
+    # validation) instead of its class channels: rows the benchmark derives from the same training
+    **{f"{m}_dab": ["loss.name=" + m] for m in ("ce", "pu", "pu_sar")},
 }
 
 #: Roles of the methods whose role is not their loss's (see :func:`role`).
-ROLES: dict[str, str] = {"const_0.2": "baseline", "sel_sfl_detach": "ours", "pu_oracle": "baseline"}
+ROLES: dict[str, str] = {"const_0.2": "baseline", "sel_sfl_detach": "ours", "pu_oracle": "baseline",
+                         "classical": "baseline"}  # fmt: skip
 
 
 #: Methods that are never the default: told the truth (an oracle), blind twins of the
 #: region-aware ones, or superseded versions.
+#: The classical peer is not a training method, so never the default either.
 NOT_CANDIDATES = ("pu_oracle", "sel_pu_oracle", "pu_noregions", "ce_noregions", "pu_pseudo_v1", "pu_sar_v1",
-                  "pu_sar_shrunk")
+                  "pu_sar_shrunk", "classical")
 
 
 def overrides(method: str, keep: float) -> list[str]:
@@ -243,7 +250,25 @@ def summarise(rows: Sequence[dict]) -> str:
                     if c:
                         lines.append(f"| {m} | {k} | " + " | ".join(
                             f"{np.mean([x[n] for x in c]):.3f} ± {np.std([x[n] for x in c]):.3f}" for n in names) + " |")  # fmt: skip
+        if any(r.get("ki67_mae") is not None for r in rows if r["dataset"] == ds):
+            lines += _ki67_table([r for r in rows if r["dataset"] == ds], methods, keeps, ds)
     return "\n".join(lines)
+
+
+def _ki67_table(rows: Sequence[dict], methods: Sequence[str], keeps: Sequence[float], ds: str) -> list[str]:
+    """Markdown lines: the per-image Ki-67 index error (mean absolute, percentage points)
+    and its bias, mean ± std over seeds/folds, per method and keep."""
+    lines = [f"\nKi-67 index error on {ds} (percentage points, per test image: mean absolute error, then the bias, "
+             "mean ± std over seeds/folds):\n", "| method | " + " | ".join(f"keep {k}" for k in keeps) + " |",
+             "|---|" + "---|" * len(keeps)]  # fmt: skip
+    for m in methods:
+        vals = []
+        for k in keeps:
+            c = [r for r in rows if r["method"] == m and r["keep"] == k and r.get("ki67_mae") is not None]
+            mae, bias = [r["ki67_mae"] for r in c], [r["ki67_bias"] for r in c if r.get("ki67_bias") is not None]
+            vals.append(f"{np.mean(mae):.1f} ± {np.std(mae):.1f} (bias {np.mean(bias):+.1f})" if c else "-")
+        lines.append(f"| {m} | " + " | ".join(vals) + " |")
+    return lines
 
 
 def _sfl_share(c: Sequence[dict]) -> str:
@@ -312,24 +337,27 @@ def analysis(rows: Sequence[dict]) -> str:
 # --- paired differences ------------------------------------------------------------------
 
 
-def paired(rows: Sequence[dict], a: str, b: str) -> list[dict]:
-    """Paired differences of micro F1, method ``a`` - method ``b``, matched by data set,
-    keep, seed and fold: one dict per (data set, keep) with ``mean_diff``, ``ci95`` (the
-    half-width of a 95% t interval; None for a single pair) and ``n``; the settings of
-    :func:`by_setting` pair separately."""
+def paired(rows: Sequence[dict], a: str, b: str, metric: str = "f1") -> list[dict]:
+    """Paired differences of ``metric`` (micro F1 unless told, e.g. ``ki67_mae``), method
+    ``a`` - method ``b``, matched by data set, keep, seed and fold: one dict per (data
+    set, keep) with ``mean_diff``, ``ci95`` (the half-width of a 95% t interval; None for
+    a single pair) and ``n`` (and ``metric`` when not F1); rows without the metric take
+    no part; the settings of :func:`by_setting` pair separately."""
     from scipy import stats
 
-    rows = by_setting(rows)
-    idx = {(r["dataset"], r["keep"], r["seed"], r.get("fold"), r["method"]): r["f1"] for r in rows}
+    rows = [r for r in by_setting(rows) if r.get(metric) is not None]
+    idx = {(r["dataset"], r["keep"], r["seed"], r.get("fold"), r["method"]): r[metric] for r in rows}
+    tag = {} if metric == "f1" else {"metric": metric}
     out = []
     for ds, k in sorted({(r["dataset"], r["keep"]) for r in rows}):
         d = [idx[(ds, k, s, f, a)] - idx[(ds, k, s, f, b)] for (dd, kk, s, f, m) in idx
              if dd == ds and kk == k and m == a and (ds, k, s, f, b) in idx]  # fmt: skip
         if len(d) >= 2:
             half = stats.t.ppf(0.975, len(d) - 1) * np.std(d, ddof=1) / np.sqrt(len(d))
-            out.append({"dataset": ds, "keep": k, "a": a, "b": b, "mean_diff": float(np.mean(d)), "ci95": float(half), "n": len(d)})
+            out.append({"dataset": ds, "keep": k, "a": a, "b": b, "mean_diff": float(np.mean(d)), "ci95": float(half),
+                        "n": len(d), **tag})  # fmt: skip
         elif len(d) == 1:
-            out.append({"dataset": ds, "keep": k, "a": a, "b": b, "mean_diff": float(d[0]), "ci95": None, "n": 1})
+            out.append({"dataset": ds, "keep": k, "a": a, "b": b, "mean_diff": float(d[0]), "ci95": None, "n": 1, **tag})
     return out
 
 
@@ -339,7 +367,8 @@ def default_pairs(rows: Sequence[dict]) -> list[dict]:
     ours against ``pu`` (the peer, the strongest baseline; ``pu_oracle`` in runs without
     ``pu``); ``pu`` (estimated prior)
     against ``pu_oracle`` (told the truth), and the region-aware methods against their
-    blind twins (``*_noregions``). Only methods present in
+    blind twins (``*_noregions``); where the classical peer ran, every method against
+    it, in F1 and in the Ki-67 index error (``ki67_mae``). Only methods present in
     ``rows`` take part, in :data:`METHODS` order."""
     methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
     pairs = [p for m in methods if m != "ce" for p in paired(rows, m, "ce")]
@@ -352,14 +381,20 @@ def default_pairs(rows: Sequence[dict]) -> list[dict]:
         pairs += [p for m in ("pu_oracle", "pu_noregions") if m in methods for p in paired(rows, "pu", m)]
     if "ce_noregions" in methods:
         pairs += paired(rows, "ce", "ce_noregions")
+    if "classical" in methods:
+        pairs += [p for metric in ("f1", "ki67_mae") for m in methods if m not in ("ce", "classical")
+                  for p in paired(rows, m, "classical", metric)]  # fmt: skip
+        pairs += [p for p in paired(rows, "ce", "classical") + paired(rows, "ce", "classical", "ki67_mae")]
     return pairs
 
 
 def format_pair(p: dict) -> str:
     """One paired difference as a markdown list item, e.g.
-    ``- bcdata keep 0.25: pu - ce = +0.200 ± 0.124 (n=3)``."""
+    ``- bcdata keep 0.25: pu - ce = +0.200 ± 0.124 (n=3)`` (the metric named after the
+    methods when it is not F1)."""
     ci = f" ± {p['ci95']:.3f}" if p["ci95"] is not None else ""
-    return f"- {p['dataset']} keep {p['keep']}: {p['a']} - {p['b']} = {p['mean_diff']:+.3f}{ci} (n={p['n']})"
+    what = f" ({p['metric']})" if p.get("metric") else ""
+    return f"- {p['dataset']} keep {p['keep']}: {p['a']} - {p['b']}{what} = {p['mean_diff']:+.3f}{ci} (n={p['n']})"
 
 
 def validation_ranking(rows: Sequence[dict], candidates: Sequence[str]) -> list[tuple[str, float, int]]:
@@ -442,7 +477,11 @@ def markdown_report(rows: Sequence[dict], pairs: Sequence[dict]) -> str:
     (``pairs``, e.g. :func:`default_pairs`), the :func:`validation_ranking` of the methods
     that need no oracle, and :func:`analysis`; ends with a newline."""
     md = summarise(rows) + "\n\nPaired differences of micro F1 (a - b; 95% t interval over seeds/folds):\n\n"
-    md += "\n".join(format_pair(p) for p in pairs)
+    md += "\n".join(format_pair(p) for p in pairs if not p.get("metric"))
+    by_index = [p for p in pairs if p.get("metric") == "ki67_mae"]
+    if by_index:
+        md += ("\n\nPaired differences of the Ki-67 index error (mean absolute, percentage points; a - b, "
+               "negative: a is closer to the true index):\n\n" + "\n".join(format_pair(p) for p in by_index))
     candidates = [m for m in METHODS if m not in NOT_CANDIDATES and any(r["method"] == m and r["keep"] < 1.0 for r in rows)]
     rank = validation_ranking(rows, candidates) if len(candidates) > 1 else []
     if rank and rank[0][2]:

@@ -1,12 +1,14 @@
 """Detection scores as the field computes them: one-to-one matching within a radius,
 then precision, recall and F1, micro (summed over images) and per-image averaged; the
-threshold sweep that picks the detection threshold; the record of an evaluation.
+threshold sweep that picks the detection threshold; the Ki-67 index, its agreement with
+the truth over images (Bland-Altman) and its interval; the record of an evaluation.
 
 Pure numpy/scipy: points in, plain numbers out, no I/O.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
 
@@ -17,7 +19,9 @@ from scipy.spatial import cKDTree
 from .formats.points import Points
 
 __all__ = ["Match", "Scores", "match_points", "detection_scores", "score_points", "average_precision", "radius_px",
-           "micro_f1", "THRESHOLD_GRID", "PAPER_THRESHOLD", "UNSET_THRESHOLD", "Sweep", "threshold_sweep", "Evaluation"]  # fmt: skip
+           "micro_f1", "THRESHOLD_GRID", "PAPER_THRESHOLD", "UNSET_THRESHOLD", "Sweep", "threshold_sweep", "Evaluation",
+           "ki67_index", "is_positive", "is_negative", "ki67_classes", "IndexAgreement", "ki67_agreement",
+           "ki67_interval", "KI67_CUTOFFS"]  # fmt: skip
 
 #: Thresholds tried on validation data: fine below 0.1, where sparse training puts
 #: the best one, coarser above (0.01 .. 0.09 step 0.01, 0.1 .. 0.9 step 0.05).
@@ -281,6 +285,143 @@ def threshold_sweep(truth: Sequence[Points], peaks: Sequence[Points], radius: fl
 
 
 # ---------------------------------------------------------------------------------------
+# The Ki-67 index
+# ---------------------------------------------------------------------------------------
+#: Clinical cut-offs of the index (the 2021 International Ki67 in Breast Cancer Working
+#: Group: below 5% and at or above 30% are the ranges it considers reliable).
+KI67_CUTOFFS: tuple[float, ...] = (0.05, 0.30)
+
+
+def ki67_index(positive: int, negative: int) -> float | None:
+    """positive / (positive + negative), or None when there are no tumour cells."""
+    positive, negative = int(positive), int(negative)
+    if positive < 0 or negative < 0:
+        raise ValueError(f"ki67_index: counts must be >= 0, got {positive} and {negative}")
+    total = positive + negative
+    return None if total == 0 else positive / total
+
+
+def _last_part(name: str) -> str:
+    return str(name).split(":")[-1].strip()
+
+
+def is_positive(name: str) -> bool:
+    """QuPath's positive class (last part exactly ``Positive``, as in ``Tumor: Positive``)
+    or sparsecell's raw ``positive`` (any case)."""
+    return _last_part(name) == "Positive" or str(name).strip().lower() == "positive"
+
+
+def is_negative(name: str) -> bool:
+    """QuPath's negative class (last part exactly ``Negative``) or our raw ``negative``."""
+    return _last_part(name) == "Negative" or str(name).strip().lower() == "negative"
+
+
+def ki67_classes(classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Boolean masks over ``classes`` of the positive and the negative ones, or None when
+    the classes hold no positive or no negative one (no index to compute)."""
+    pos = np.array([is_positive(c) for c in classes], bool)
+    neg = np.array([is_negative(c) for c in classes], bool)
+    return (pos, neg) if pos.any() and neg.any() else None
+
+
+def _counts(p: Points, pos: np.ndarray, neg: np.ndarray) -> tuple[int, int]:
+    labels = np.asarray(p.labels, np.int64)
+    return int(pos[labels].sum()) if len(labels) else 0, int(neg[labels].sum()) if len(labels) else 0
+
+
+@dataclass(frozen=True)
+class IndexAgreement:
+    """How a detector's Ki-67 index agrees with the truth over images, in percentage
+    points: per image the error is predicted minus true index (images whose truth has
+    no tumour cell are left out; one where nothing was detected counts as index 0).
+
+    ``mae``: mean absolute error; ``within_5`` / ``within_10``: share of images within
+    5 / 10 points; ``bias``: mean error; ``loa``: Bland-Altman 95% limits of agreement
+    (bias -+ 1.96 SD of the errors, NaN with fewer than 2 images); ``rmse``;
+    ``pooled_true`` / ``pooled_pred``: the index over all cells of all images, in %.
+    """
+
+    errors: tuple[float, ...]
+    pooled_true: float
+    pooled_pred: float
+
+    @property
+    def n_images(self) -> int:
+        return len(self.errors)
+
+    def _e(self) -> np.ndarray:
+        return np.asarray(self.errors, float)
+
+    @property
+    def mae(self) -> float:
+        return float(np.abs(self._e()).mean()) if self.errors else float("nan")
+
+    @property
+    def rmse(self) -> float:
+        return float(np.sqrt((self._e() ** 2).mean())) if self.errors else float("nan")
+
+    @property
+    def bias(self) -> float:
+        return float(self._e().mean()) if self.errors else float("nan")
+
+    @property
+    def loa(self) -> tuple[float, float]:
+        if len(self.errors) < 2:
+            return float("nan"), float("nan")
+        sd = float(self._e().std(ddof=1))
+        return self.bias - 1.96 * sd, self.bias + 1.96 * sd
+
+    def within(self, points: float) -> float:
+        return float((np.abs(self._e()) <= points).mean()) if self.errors else float("nan")
+
+    def as_dict(self) -> dict:
+        lo, hi = self.loa
+        return {"n_images": self.n_images, "mae": self.mae, "within_5": self.within(5.0),
+                "within_10": self.within(10.0), "bias": self.bias, "loa": [lo, hi], "rmse": self.rmse,
+                "pooled_true": self.pooled_true, "pooled_pred": self.pooled_pred,
+                "errors": [float(e) for e in self.errors]}  # fmt: skip
+
+
+def ki67_agreement(truth: Sequence[Points], preds: Sequence[Points]) -> IndexAgreement | None:
+    """The index agreement of ``preds`` with ``truth`` (both in the same classes; see
+    :class:`IndexAgreement`), or None where the classes define no index."""
+    if not truth:
+        return None
+    masks = ki67_classes(truth[0].classes)
+    if masks is None:
+        return None
+    pos, neg = masks
+    errors, tp_, tn_, pp_, pn_ = [], 0, 0, 0, 0
+    for t, p in zip(truth, preds, strict=True):
+        a, b = _counts(t, pos, neg)
+        c, d = _counts(p, pos, neg)
+        tp_, tn_, pp_, pn_ = tp_ + a, tn_ + b, pp_ + c, pn_ + d
+        if a + b == 0:
+            continue
+        errors.append(100.0 * ((ki67_index(c, d) or 0.0) - a / (a + b)))
+    pooled_t, pooled_p = ki67_index(tp_, tn_), ki67_index(pp_, pn_)
+    return IndexAgreement(tuple(errors), float("nan") if pooled_t is None else 100 * pooled_t,
+                          float("nan") if pooled_p is None else 100 * pooled_p)  # fmt: skip
+
+
+def ki67_interval(positive: int, negative: int, model_error: float | None = None) -> tuple[float, float] | None:
+    """A 95% interval of the index (fractions) from ``positive`` / ``negative`` counts:
+    the Wilson score interval of the count, widened in quadrature by ``model_error``
+    (the detector's root-mean-square index error measured on validation images, as a
+    fraction; None: the count's sampling error alone). None with no tumour cell."""
+    n = int(positive) + int(negative)
+    if n == 0:
+        return None
+    z = 1.959964
+    p = positive / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    if model_error:
+        half = math.hypot(half, z * float(model_error))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+# ---------------------------------------------------------------------------------------
 # The record of an evaluation
 # ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -289,7 +430,8 @@ class Evaluation:
 
     ``scores``: per class and ``"all"`` (:class:`Scores`); ``ap``: threshold-free
     average precision (NaN with no true point); ``f1_at``: micro F1 at fixed thresholds
-    (the paper's 0.7 and 0.5).
+    (the paper's 0.7 and 0.5); ``ki67``: the index agreement where the classes are
+    positive and negative (:class:`IndexAgreement`), else None.
     """
 
     threshold: float
@@ -298,6 +440,7 @@ class Evaluation:
     scores: dict[str, Scores]
     ap: float
     f1_at: dict[float, float]
+    ki67: IndexAgreement | None = None
 
     @property
     def all(self) -> Scores:
@@ -305,9 +448,12 @@ class Evaluation:
 
     def as_dict(self) -> dict:
         """A JSON-ready dict: ``threshold``, ``radius_px``, ``n_images``, one entry per
-        class and ``all`` (:meth:`Scores.as_dict`), ``ap`` and ``f1_at`` (keys as strings)."""
+        class and ``all`` (:meth:`Scores.as_dict`), ``ap``, ``f1_at`` (keys as strings) and,
+        on Ki-67 data, ``ki67`` (:meth:`IndexAgreement.as_dict`)."""
         out = {"threshold": self.threshold, "radius_px": self.radius, "n_images": self.n_images}
         out.update({k: v.as_dict() for k, v in self.scores.items()})
         out["ap"] = self.ap
         out["f1_at"] = {f"{t:g}": f for t, f in self.f1_at.items()}
+        if self.ki67 is not None:
+            out["ki67"] = self.ki67.as_dict()
         return out

@@ -144,8 +144,9 @@ class Detector:
 def evaluate(detector: Detector, samples, radius: float | None = None, threshold: float | None = None) -> Evaluation:
     """Scores of a detector on samples with full annotations, at its threshold (or the
     one given) and its radius (or the one given): per class and pooled, threshold-free
-    AP, and micro F1 at the paper's fixed 0.7 and at 0.5."""
-    from ..metrics import average_precision, score_points, threshold_sweep
+    AP, micro F1 at the paper's fixed 0.7 and at 0.5, and on Ki-67 data (positive and
+    negative classes) the index agreement over the images."""
+    from ..metrics import average_precision, ki67_agreement, score_points, threshold_sweep
 
     radius = detector.eval.radius if radius is None else float(radius)
     thr = detector.threshold if threshold is None else float(threshold)
@@ -162,10 +163,11 @@ def evaluate(detector: Detector, samples, radius: float | None = None, threshold
                                       f"{list(detector.classes)}; evaluate on data of the classes it was trained on") from None  # fmt: skip
         truth.append(pts)
         low.append(detector.peaks(s.image, min(THRESHOLD_GRID[0], thr)))
-    scores = score_points(truth, [p.above(thr) for p in low], radius)
+    kept = [p.above(thr) for p in low]
+    scores = score_points(truth, kept, radius)
     fixed = threshold_sweep(truth, low, radius, (0.5, PAPER_THRESHOLD))
     return Evaluation(thr, radius, len(truth), scores, average_precision(truth, low, radius),
-                      {t: fixed.f1_at(t) for t in fixed.thresholds})  # fmt: skip
+                      {t: fixed.f1_at(t) for t in fixed.thresholds}, ki67_agreement(truth, kept))  # fmt: skip
 
 
 #END

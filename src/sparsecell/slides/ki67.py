@@ -17,6 +17,8 @@ import math
 
 import numpy as np
 
+from ..metrics import is_negative, is_positive, ki67_index
+
 __all__ = [
     "MIN_CELLS",
     "MAX_GRID_CELLS",
@@ -34,29 +36,6 @@ cells); below it the report warns, and hot-spot fields need at least this many."
 
 #: Largest count grid (number of grid cells) a :class:`CountGrid` allocates.
 MAX_GRID_CELLS = 50_000_000
-
-
-def ki67_index(positive: int, negative: int) -> float | None:
-    """positive / (positive + negative), or None when there are no tumour cells."""
-    positive, negative = int(positive), int(negative)
-    if positive < 0 or negative < 0:
-        raise ValueError(f"ki67_index: counts must be >= 0, got {positive} and {negative}")
-    total = positive + negative
-    return None if total == 0 else positive / total
-
-
-def _last_part(name: str) -> str:
-    return str(name).split(":")[-1].strip()
-
-
-def is_positive(name: str) -> bool:
-    """QuPath's positive class (last part exactly ``Positive``) or our raw ``positive``."""
-    return _last_part(name) == "Positive" or str(name).strip().lower() == "positive"
-
-
-def is_negative(name: str) -> bool:
-    """QuPath's negative class (last part exactly ``Negative``) or our raw ``negative``."""
-    return _last_part(name) == "Negative" or str(name).strip().lower() == "negative"
 
 
 def report_warnings(total: int, min_cells: int = MIN_CELLS) -> list[str]:
