@@ -36,8 +36,8 @@ from .errors import CheckpointError
 from .formats.points import Points
 
 __all__ = ["ClassicalSettings", "ClassicalModel", "classical_detector", "fit_classical", "read_classical",
-           "write_classical", "stain_densities", "dab_at", "by_dab", "fit_dab_threshold", "NUCLEUS_UM_GRID",
-           "ASSUMED_MPP"]  # fmt: skip
+           "write_classical", "stain_densities", "dab_at", "by_dab", "fit_dab_threshold", "describe", "settings_json",
+           "is_classical_file", "NUCLEUS_UM_GRID", "ASSUMED_MPP"]  # fmt: skip
 
 #: Nucleus diameters tried when fitting, in um (lymphocytes about 5, tumour nuclei 7-12).
 NUCLEUS_UM_GRID = (4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 12.0, 14.0)
@@ -75,14 +75,16 @@ class ClassicalSettings:
         Matching radius in px (the data's, for scoring).
     """
 
+    # the defaults: fitted by fit_classical on BCData's 9 validation images (Ki-67, 40x: 0.25 um/px), never its
+    # test images; a lab's own stain and scanner want their own fit (sparsecell fit-classical)
     classes: tuple[str, ...] = ("positive", "negative")
     stains: str = "hdab"
-    nucleus_um: float = 7.0
-    mpp: float = ASSUMED_MPP
-    response_scale: float = 0.05
-    threshold: float = 0.3
-    dab_threshold: float = 0.03
-    radius: float = 6.0
+    nucleus_um: float = 5.0
+    mpp: float = 0.25
+    response_scale: float = 0.00171
+    threshold: float = 0.5
+    dab_threshold: float = 0.0806
+    radius: float = 15.0
 
     def __post_init__(self) -> None:
         if self.stains not in ("hdab", "he"):
@@ -95,6 +97,13 @@ class ClassicalSettings:
                 raise ValueError(f"{name} must be a positive number, got {v!r}")
         if not 0 <= self.threshold < 1:
             raise ValueError(f"threshold must lie in [0, 1), got {self.threshold!r}")
+
+    @property
+    def positive_index(self) -> int:
+        """Which of the two classes is the positive one (by name; the first otherwise)."""
+        from .metrics import is_positive
+
+        return next((i for i, c in enumerate(self.classes) if is_positive(c)), 0)
 
     @property
     def nucleus_px(self) -> float:
@@ -140,7 +149,8 @@ def _heatmap(rgb: np.ndarray, s: ClassicalSettings) -> np.ndarray:
         return np.stack([1 - fg, fg]).astype(np.float32)
     z = np.clip((dab - s.dab_threshold) / _DAB_SOFTNESS, -60, 60)
     pos = 1.0 / (1.0 + np.exp(-z))
-    return np.stack([1 - fg, fg * pos, fg * (1 - pos)]).astype(np.float32)
+    pos_neg = [fg * pos, fg * (1 - pos)] if s.positive_index == 0 else [fg * (1 - pos), fg * pos]
+    return np.stack([1 - fg] + pos_neg).astype(np.float32)
 
 
 class ClassicalModel:
@@ -205,7 +215,8 @@ def _as_points(cands, classes, dab_threshold: float | None) -> list[Points]:
         if dab_threshold is None:
             labels = np.zeros(len(xy), np.int64)
         else:
-            labels = np.where(dab > dab_threshold, 0, 1).astype(np.int64)  # positive is class 0
+            p = ClassicalSettings(classes=tuple(classes)).positive_index
+            labels = np.where(dab > dab_threshold, p, 1 - p).astype(np.int64)
         pts.append(Points(xy, labels, classes, score))
     return pts
 
@@ -299,9 +310,10 @@ def dab_at(image: np.ndarray, xy: np.ndarray, nucleus_px: float) -> np.ndarray:
 
 
 def by_dab(points: Points, dab: np.ndarray, threshold: float) -> Points:
-    """``points`` (two classes, positive first) relabelled by their measured DAB density:
-    positive above ``threshold``, negative at or below."""
-    labels = np.where(np.asarray(dab) > threshold, 0, 1).astype(np.int64)
+    """``points`` (two classes) relabelled by their measured DAB density: positive (by
+    name) above ``threshold``, negative at or below."""
+    p = ClassicalSettings(classes=tuple(points.classes)).positive_index
+    labels = np.where(np.asarray(dab) > threshold, p, 1 - p).astype(np.int64)
     return Points(points.xy, labels, points.classes, points.scores)
 
 
@@ -330,6 +342,19 @@ def _settings_dict(s: ClassicalSettings) -> dict:
     d = asdict(s)
     d["classes"] = list(s.classes)
     return d
+
+
+def settings_json(s: ClassicalSettings) -> str:
+    """The settings as one canonical JSON string (for a record's hash)."""
+    return json.dumps(_settings_dict(s), sort_keys=True)
+
+
+def describe(s: ClassicalSettings) -> str:
+    """One line: the stain, nucleus size and thresholds."""
+    nuclear = "haematoxylin + DAB" if s.stains == "hdab" else "haematoxylin"
+    pos = f", positive above DAB optical density {s.dab_threshold:.3g}" if len(s.classes) == 2 else ""
+    return (f"nuclei from {nuclear} at {s.nucleus_um:g} um ({s.nucleus_px:.1f} px at {s.mpp:g} um/px), "
+            f"band-pass response above {s.response_scale:.3g}{pos}")
 
 
 def write_classical(path: str | Path, settings: ClassicalSettings, report: dict | None = None,

@@ -31,6 +31,9 @@ EXAMPLES = {
     "evaluate": "example:\n  sparsecell evaluate runs/train/checkpoints/best.ckpt ../shared/data/crchisto --split test --radius 6",
     "predict": "examples:\n  sparsecell predict runs/demo/pu_sar/checkpoints/best.ckpt tile1.png tile2.png --out predictions/\n"
                "  sparsecell predict runs/demo/pu_sar/checkpoints/best.ckpt slides/ --out results/   # whole slides",
+    "fit-classical": "example:\n  sparsecell fit-classical ../shared/data/crchisto --split validation --out classical.json\n"
+                     "  sparsecell predict classical.json slides/ --out results/\n"
+                     "  sparsecell predict --classical slide.svs --out results/   # its default settings, no fit",
     "export": "example:\n  sparsecell export runs/demo/pu_sar/checkpoints/best.ckpt model.onnx\n  sparsecell predict model.onnx slides/ --out results/",
     "demo": "example:\n  sparsecell demo            # synthetic IHC tiles, 25% of the labels: pu_sar (the default) vs ce, const, sel_sfl, pu\n"
             "  sparsecell demo --quick    # the same in about a minute, for a first look",
@@ -97,7 +100,7 @@ def cmd_evaluate(args) -> int:
     from .inference.load import load_detector
     from .report import results_table
 
-    det = load_detector(args.checkpoint, args.device, args.engine)
+    det = _open_model(args, args.device, lambda m: None)
     root = Path(args.data)
     if not root.exists():
         raise SparsecellError(f"{root}: data folder not found")
@@ -116,6 +119,12 @@ def cmd_evaluate(args) -> int:
         except ValueError as e:
             raise SparsecellError(f"--radius-um: {e}") from None
     ev = evaluate(det, samples, radius=radius, threshold=args.threshold)
+    if ev.ki67 is not None:
+        k = ev.ki67
+        lo, hi = k.loa
+        print(f"Ki-67 index over {k.n_images} images (percentage points, predicted - true): mean absolute error "
+              f"{k.mae:.1f}, within 5: {k.within(5):.0%}, within 10: {k.within(10):.0%}, bias {k.bias:+.1f}, "
+              f"95% limits of agreement {lo:+.1f} to {hi:+.1f}; pooled index {k.pooled_pred:.1f}% (true {k.pooled_true:.1f}%)")  # fmt: skip
     res = ev.as_dict()
     res.update({"checkpoint": str(args.checkpoint), "data": str(root), "source": source, "split": args.split})
     rows = {k: dict(ev.scores[k].as_dict(), threshold=ev.threshold, ap=ev.ap if k == "all" else float("nan"))
@@ -124,7 +133,8 @@ def cmd_evaluate(args) -> int:
     um = f" = {ev.radius * mpp:g} um" if mpp else ""
     print(f"micro = TP/FP/FN summed over {ev.n_images} images; per image = P and R averaged over images; "
           f"radius {ev.radius:g} px{um}; " + ", ".join(f"F1 at {t:g}: {f:.3f}" for t, f in sorted(ev.f1_at.items(), reverse=True)))  # fmt: skip
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent.parent / f"evaluate_{source}_{args.split or 'all'}.json"
+    base = Path(args.checkpoint).parent.parent if Path(args.checkpoint).suffix.lower() != ".json" else Path(args.checkpoint).parent
+    out = Path(args.out) if args.out else base / f"evaluate_{source}_{args.split or 'all'}.json"
     if out.exists() and not args.overwrite:
         raise SparsecellError(f"{out}: exists; choose another --out or add --overwrite")
     write_json(res, out)
@@ -143,6 +153,10 @@ def cmd_predict(args) -> int:
     from .formats.points import write_csv, write_geojson
     from .report import overlay, save_png
 
+    if args.classical:  # no model file: every positional argument is an input
+        args.images, args.checkpoint = [args.checkpoint] + list(args.images), None
+    elif not args.images:
+        raise SparsecellError("predict: give the model and at least one image or slide (or --classical and the inputs)")
     if _slide_mode(args):
         return _predict_slides(args)
     # every input checked before anything is written
@@ -168,7 +182,7 @@ def cmd_predict(args) -> int:
     stage = Path(tempfile.mkdtemp(prefix=".sparsecell-predict-", dir=out))
     try:
         thr = det.threshold if args.threshold is None else args.threshold
-        summary = {"checkpoint": str(args.checkpoint), "threshold": thr, "classes": list(det.classes), "images": {}}
+        summary = {"checkpoint": _model_name(args), "threshold": thr, "classes": list(det.classes), "images": {}}
         for path in _progress(paths, "predicting"):
             stem = path.stem
             img = read_image(path)
@@ -195,12 +209,44 @@ def cmd_predict(args) -> int:
 
 
 def _open_model(args, device, log):
-    """The checkpoint (or ONNX export) with the engine asked for; says which runs it."""
+    """The checkpoint (or ONNX export) with the engine asked for, or the classical peer
+    (``--classical``: its default settings; a ``.json`` settings file from
+    ``fit-classical``); says which runs it."""
+    from dataclasses import replace
+
+    from .classical import ClassicalSettings, classical_detector, describe, is_classical_file, read_classical
+
+    if getattr(args, "classical", False) or (args.checkpoint and is_classical_file(args.checkpoint)):
+        settings = read_classical(args.checkpoint) if args.checkpoint else ClassicalSettings()
+        if getattr(args, "model_mpp", None) is not None:  # the resolution the nucleus size is read at
+            settings = replace(settings, mpp=float(args.model_mpp))
+        det = classical_detector(settings)
+        log(f"classical peer ({'settings ' + str(args.checkpoint) if args.checkpoint else 'default settings'}): "
+            f"{describe(det.model.settings)}")  # fmt: skip
+        return det
     from .inference.load import load_detector
 
     det = load_detector(args.checkpoint, device, args.engine, log=log)
     log(f"model {args.checkpoint}: {'onnxruntime' if det.engine == 'onnx' else 'PyTorch'} on {det.device}")
     return det
+
+
+def _model_name(args) -> str:
+    """What ran, for the outputs' records: the checkpoint's path, or ``classical``."""
+    return str(args.checkpoint) if args.checkpoint else "classical (default settings)"
+
+
+def _model_sha(args, det) -> str:
+    """The SHA-256 of the checkpoint or settings file, or of the default settings."""
+    from .slides.pipeline import file_sha256
+
+    if args.checkpoint:
+        return file_sha256(Path(args.checkpoint))
+    import hashlib
+
+    from .classical import settings_json
+
+    return hashlib.sha256(settings_json(det.model.settings).encode()).hexdigest()
 
 
 #: Suffixes that only whole slides have (a .tif is a slide when it looks like one: tiled, pyramidal or large).
@@ -228,7 +274,7 @@ def _predict_slides(args) -> int:
     """Whole slides (:mod:`sparsecell.slides.pipeline`): a folder per slide, a cohort table.
     A slide that fails is recorded (``status`` in cohort.csv) and the others still run;
     then a line per failure and exit status 1."""
-    from .slides.pipeline import SlideRun, SlidesFailed, file_sha256, predict_slides, shard, slide_inputs, write_cohort
+    from .slides.pipeline import SlideRun, SlidesFailed, predict_slides, shard, slide_inputs, write_cohort
 
     rank, world, local = _distributed()
     device = args.device
@@ -259,7 +305,7 @@ def _predict_slides(args) -> int:
             raise SparsecellError(f"--class-map {bad[0]!r}: expected NAME=QUPATH, e.g. positive='Tumor: Positive'")
         class_map = dict(kv.split("=", 1) for kv in args.class_map)
     run = SlideRun(threshold=det.threshold if args.threshold is None else args.threshold, model_mpp=float(model_mpp),
-                   model_sha=file_sha256(Path(args.checkpoint)), checkpoint=str(args.checkpoint), tissue=not args.no_tissue,
+                   model_sha=_model_sha(args, det), checkpoint=_model_name(args), tissue=not args.no_tissue,
                    rois=rois, batch_size=args.batch_size, mpp=args.mpp, backend=args.backend, class_map=class_map,
                    progress=not args.quiet, **({} if args.num_workers is None else {"num_workers": args.num_workers}))  # fmt: skip
     log = (lambda m: None) if args.quiet else print
@@ -340,6 +386,29 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_fit_classical(args) -> int:
+    from .classical import describe, fit_classical, write_classical
+    from .datasets import detect_source, open_dataset
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".json":
+        raise SparsecellError(f"{out}: the settings file must end in .json")
+    if out.exists() and not args.overwrite:
+        raise SparsecellError(f"{out}: exists; choose another --out or add --overwrite")
+    root = Path(args.data)
+    if not root.exists():
+        raise SparsecellError(f"{root}: data folder not found")
+    source = args.source or detect_source(root)
+    ds = open_dataset(source, root, args.split, mode=args.mode)
+    samples = [ds[i] for i in _progress(range(len(ds)), "loading")]
+    settings, report = fit_classical(samples, ds.classes, args.radius, mpp=args.mpp, stains=args.stains, log=print)
+    report.update({"data": str(root), "source": source, "split": args.split})
+    write_classical(out, settings, report, overwrite=args.overwrite)
+    print(f"validation micro F1 {report['validation_f1']:.3f} on {len(samples)} images; {describe(settings)}")
+    print(f"wrote {out}; use it as the model: sparsecell predict {out} IMAGES --out DIR")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -394,8 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_evaluate)
 
     pr = sub.add_parser("predict", help="find cells in images or whole slides; write CSV, QuPath GeoJSON, overlays, Ki-67 reports", epilog=EXAMPLES["predict"], formatter_class=fmt)
-    pr.add_argument("checkpoint")
-    pr.add_argument("images", nargs="+")
+    pr.add_argument("checkpoint", help="the model: a checkpoint (.ckpt), an ONNX export (.onnx) or the classical "
+                                       "peer's settings (.json from fit-classical); with --classical, the first input")
+    pr.add_argument("images", nargs="*", help="images, slides, folders, globs or @list.txt")
+    pr.add_argument("--classical", action="store_true",
+                    help="no model: the training-free classical peer (colour deconvolution and a DAB threshold) "
+                         "with its default settings; every positional argument is an input")
     pr.add_argument("--out", required=True, help="output folder")
     pr.add_argument("--threshold", type=THRESHOLD, help="detection threshold in [0, 1) (default: the checkpoint's)")
     pr.add_argument("--device", help="cpu or cuda (default: cuda when available)")
@@ -422,6 +495,20 @@ def build_parser() -> argparse.ArgumentParser:
     sl.add_argument("--class-map", nargs="+", metavar="NAME=QUPATH", help="class names for QuPath, e.g. positive='Tumor: Positive'")
     sl.add_argument("--quiet", action="store_true", help="no progress bars or per-slide lines")
     pr.set_defaults(func=cmd_predict)
+
+    c = sub.add_parser("fit-classical", help="fit the training-free classical peer's settings on fully annotated images",
+                       epilog=EXAMPLES["fit-classical"], formatter_class=fmt)  # fmt: skip
+    c.add_argument("data", help="dataset folder with every cell annotated (as evaluate takes): validation images, never test")
+    c.add_argument("--source", choices=["crchisto", "bcdata", "shidc", "folder"], help="dataset kind (default: guessed)")
+    c.add_argument("--split", help="split folder, e.g. validation")
+    c.add_argument("--mode", choices=["detection", "classes"], help="CRCHisto: detection (the default) or classes")
+    c.add_argument("--radius", type=POSITIVE, default=6.0, help="matching radius in px for the fit (default 6)")
+    c.add_argument("--mpp", type=POSITIVE, help="the images' resolution in um per px (default: 0.5, 20x)")
+    c.add_argument("--stains", choices=["hdab", "he"], help="nuclear stain: hdab (IHC, default with positive/negative "
+                                                            "classes) or he (haematoxylin alone)")
+    c.add_argument("--out", required=True, help="the settings file to write (.json; predict and evaluate take it)")
+    c.add_argument("--overwrite", action="store_true", help="replace the file if it exists")
+    c.set_defaults(func=cmd_fit_classical)
 
     x = sub.add_parser("export", help="export a checkpoint to ONNX (for onnxruntime)", epilog=EXAMPLES["export"], formatter_class=fmt)
     x.add_argument("checkpoint")
