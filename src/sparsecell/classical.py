@@ -6,8 +6,8 @@ colour deconvolution (scikit-image's ``rgb2hed``, Ruifrok and Johnston's matrix)
 nuclei are the peaks of a band-pass of the nuclear stain at the nucleus size
 (haematoxylin + DAB on IHC, haematoxylin alone on H&E); a nucleus is positive when its
 mean DAB optical density passes a threshold. Its few settings are fitted on fully
-annotated validation images by :func:`fit_classical` (never on test), with the same
-threshold grid and matching as a trained model's.
+annotated validation images by :func:`fit_classical` (never on test), scored by the same
+matching and micro F1 as a trained model.
 
 It runs behind the same interface as a trained model: :func:`classical_detector` gives
 a :class:`~sparsecell.inference.detector.Detector` whose "model" computes probability
@@ -100,10 +100,7 @@ class ClassicalSettings:
 
     @property
     def positive_index(self) -> int:
-        """Which of the two classes is the positive one (by name; the first otherwise)."""
-        from .metrics import is_positive
-
-        return next((i for i, c in enumerate(self.classes) if is_positive(c)), 0)
+        return _positive_index(self.classes)
 
     @property
     def nucleus_px(self) -> float:
@@ -117,6 +114,20 @@ class ClassicalSettings:
     def eval_config(self) -> EvalConfig:
         return EvalConfig(radius=self.radius, min_distance=self.min_distance, peak_mode="foreground",
                           threshold=self.threshold, mpp=self.mpp)  # fmt: skip
+
+
+def _positive_index(classes: Sequence[str]) -> int:
+    """Which of two classes is the positive one (by name; the first otherwise)."""
+    from .metrics import is_positive
+
+    return next((i for i, c in enumerate(classes) if is_positive(c)), 0)
+
+
+def _nucleus_mean(density: np.ndarray, nucleus_px: float) -> np.ndarray:
+    """A density's mean over a nucleus around each pixel (a Gaussian at sigma = d / 4)."""
+    from scipy.ndimage import gaussian_filter
+
+    return gaussian_filter(density, nucleus_px / 4, mode="reflect")
 
 
 def stain_densities(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -136,7 +147,7 @@ def _response(rgb: np.ndarray, s: ClassicalSettings) -> tuple[np.ndarray, np.nda
     nuclear = h + d if s.stains == "hdab" else h
     sigma = s.nucleus_px / (2 * math.sqrt(2))
     r = gaussian_filter(nuclear, sigma, mode="reflect") - gaussian_filter(nuclear, 3 * sigma, mode="reflect")
-    dab = gaussian_filter(d, s.nucleus_px / 4, mode="reflect") if len(s.classes) == 2 else d
+    dab = _nucleus_mean(d, s.nucleus_px) if len(s.classes) == 2 else d
     return r, dab
 
 
@@ -209,16 +220,10 @@ def _candidates(samples, s: ClassicalSettings) -> list[tuple[np.ndarray, np.ndar
 _RESPONSE_QUANTILES = np.linspace(0.0, 0.98, 50)
 
 
-def _as_points(cands, classes, dab_threshold: float | None) -> list[Points]:
-    pts = []
-    for xy, score, dab in cands:
-        if dab_threshold is None:
-            labels = np.zeros(len(xy), np.int64)
-        else:
-            p = ClassicalSettings(classes=tuple(classes)).positive_index
-            labels = np.where(dab > dab_threshold, p, 1 - p).astype(np.int64)
-        pts.append(Points(xy, labels, classes, score))
-    return pts
+def _as_points(cands, classes, dab_threshold: float | None = None) -> list[Points]:
+    """The candidates as scored points: one class, or two split by :func:`by_dab`."""
+    pts = [Points(xy, np.zeros(len(xy), np.int64), classes, score) for xy, score, _ in cands]
+    return pts if dab_threshold is None else [by_dab(p, c[2], dab_threshold) for p, c in zip(pts, cands)]
 
 
 def _best(truth, preds, radius: float, thresholds) -> tuple[float, float]:
@@ -266,7 +271,7 @@ def fit_classical(samples: Sequence, classes: Sequence[str], radius: float, mpp:
     for um in NUCLEUS_UM_GRID:
         s = replace(base, nucleus_um=um)
         cands = _candidates(samples, s)
-        f1, r_star = _best(truth_det, _as_points(cands, one, None), s.radius, _response_grid(cands))
+        f1, r_star = _best(truth_det, _as_points(cands, one), s.radius, _response_grid(cands))
         tried[f"{um:g}"] = round(f1, 4)
         if log:
             log(f"classical: nucleus {um:g} um ({s.nucleus_px:.1f} px): validation detection F1 {f1:.3f}")
@@ -276,15 +281,11 @@ def fit_classical(samples: Sequence, classes: Sequence[str], radius: float, mpp:
     report = {"validation_images": [smp.image_id for smp in samples], "detection_f1_by_nucleus_um": tried,
               "validation_detection_f1": round(f1_det, 4)}  # fmt: skip
     if len(classes) == 2:
-        kept = [c[2][c[1] > r_star] for c in cands]
-        dabs = np.concatenate(kept) if kept else np.zeros(0)
-        grid = np.unique(np.quantile(dabs, _DAB_QUANTILES)) if len(dabs) else np.array([s.dab_threshold])
-        best2 = None
-        for t in grid:  # the DAB threshold, then the detection threshold again
-            f1, r = _best(truth_all, _as_points(cands, classes, float(t)), s.radius, [r_star])
-            if best2 is None or f1 > best2[0]:
-                best2 = (f1, float(t))
-        t_dab = best2[1]
+        # the DAB threshold on the nuclei detected at the chosen threshold, then the detection threshold again
+        above = [c[1] > r_star for c in cands]
+        nuclei = _as_points([(c[0][m], c[1][m], c[2][m]) for c, m in zip(cands, above)], classes)
+        dabs = [c[2][m] for c, m in zip(cands, above)]
+        t_dab = fit_dab_threshold(truth_all, nuclei, dabs, s.radius)[0] if sum(map(len, dabs)) else s.dab_threshold
         f1_all, r_star = _best(truth_all, _as_points(cands, classes, t_dab), s.radius, _response_grid(cands))
         s = replace(s, dab_threshold=round(t_dab, 6))
         report["validation_f1"] = round(f1_all, 4)
@@ -299,10 +300,8 @@ def fit_classical(samples: Sequence, classes: Sequence[str], radius: float, mpp:
 def dab_at(image: np.ndarray, xy: np.ndarray, nucleus_px: float) -> np.ndarray:
     """The mean DAB optical density over a nucleus (a Gaussian at sigma = d / 4) at each
     of the (N, 2) x, y points of ``image`` (uint8 RGB)."""
-    from scipy.ndimage import gaussian_filter
-
     _, d = stain_densities(image)
-    dab = gaussian_filter(d, nucleus_px / 4, mode="reflect")
+    dab = _nucleus_mean(d, nucleus_px)
     if not len(xy):
         return np.zeros(0, np.float32)
     ij = np.clip(np.rint(np.asarray(xy)).astype(int), 0, [dab.shape[1] - 1, dab.shape[0] - 1])
@@ -312,7 +311,7 @@ def dab_at(image: np.ndarray, xy: np.ndarray, nucleus_px: float) -> np.ndarray:
 def by_dab(points: Points, dab: np.ndarray, threshold: float) -> Points:
     """``points`` (two classes) relabelled by their measured DAB density: positive (by
     name) above ``threshold``, negative at or below."""
-    p = ClassicalSettings(classes=tuple(points.classes)).positive_index
+    p = _positive_index(points.classes)
     labels = np.where(np.asarray(dab) > threshold, p, 1 - p).astype(np.int64)
     return Points(points.xy, labels, points.classes, points.scores)
 
