@@ -90,8 +90,18 @@ def test_fitting_reads_only_the_images_it_is_given(tmp_path):
 
 
 def test_settings_files_fail_in_one_line(tmp_path, fitted):
+    from sparsecell.classical import read_index_error
+
     p = write_classical(tmp_path / "c.json", fitted[0])
     assert read_classical(p) == fitted[0]
+    assert read_index_error(p) is None  # written without the fit's report
+    settings, report = fitted
+    # the fit's validation index error, as evaluate measures it at the fitted settings, travels in the file
+    val = samples(3, seed=11)
+    agree = evaluate(classical_detector(settings), val).ki67
+    assert report["validation_ki67"]["rmse"] == pytest.approx(agree.rmse, abs=1.0)
+    q = write_classical(tmp_path / "fit.json", settings, report)
+    assert read_index_error(q) == report["validation_ki67"]["rmse"]
     with pytest.raises(Exception, match="exists"):
         write_classical(p, fitted[0])
     for text, msg in [("{", "not a readable JSON"), ('{"format": "other"}', "not a sparsecell classical settings"),
@@ -127,6 +137,14 @@ def test_predict_classical_on_images_and_a_slide(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["summary.json", "tile.csv", "tile.geojson", "tile_overlay.png"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["checkpoint"].startswith("classical") and summary["images"]["tile"]["cells"] > 0
+    from sparsecell.slides.ki67 import index_interval
+
+    t = summary["images"]["tile"]
+    P, N = t["counts"]["positive"], t["counts"]["negative"]
+    assert t["ki67_index_ci"] == index_interval(P, N)[0] and "cell count only" in summary["ki67_index_ci_basis"]
+    assert main(["predict", "--classical", str(img), "--out", str(tmp_path / "wide"), "--ki67-error", "5"]) == 0
+    wide = json.loads((tmp_path / "wide" / "summary.json").read_text())
+    assert wide["images"]["tile"]["ki67_index_ci"] == index_interval(P, N, 5.0)[0]
     # a fitted settings file runs as the model, on a slide through the slide pipeline
     settings = replace(ClassicalSettings(), mpp=0.5, nucleus_um=4.5, response_scale=0.02, dab_threshold=0.05)
     cfile = write_classical(tmp_path / "c.json", settings)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -84,3 +86,26 @@ def test_hotspot_min_cells_and_limits():
     with pytest.raises(ValueError):
         CountGrid(1e6, 1e6, 10)  # 10^10 grid cells
     assert CountGrid(1e4, 1e4, 20).total.shape == (500, 500)
+
+
+def test_index_interval_is_wilson_widened_by_the_model_error_and_flags_cut_offs():
+    from sparsecell.slides.ki67 import cutoff_warning, index_interval, interval_basis
+
+    # 20 of 100 positive: Wilson by hand, z = 1.96
+    z = 1.959964
+    centre = (0.2 + z * z / 200) / (1 + z * z / 100)
+    half = z * math.sqrt(0.2 * 0.8 / 100 + z * z / 40000) / (1 + z * z / 100)
+    ci, crossed = index_interval(20, 80)
+    assert ci == pytest.approx([centre - half, centre + half], abs=1e-4) and crossed == []
+    assert ci == pytest.approx([0.1334, 0.2888], abs=2e-4)
+    # a model error of 5 points adds 1.96 * 0.05 in quadrature: the interval now holds 30%
+    ci5, crossed5 = index_interval(20, 80, index_error=5.0)
+    half5 = math.hypot(half, z * 0.05)
+    assert ci5 == pytest.approx([centre - half5, centre + half5], abs=1e-4) and crossed5 == [0.30]
+    assert "30% cut-off" in cutoff_warning(0.2, ci5, crossed5) and cutoff_warning(0.2, ci, crossed) is None
+    # more cells, narrower; none, undefined; bounds stay in [0, 1]
+    assert index_interval(2000, 8000)[0][1] - index_interval(2000, 8000)[0][0] < ci[1] - ci[0]
+    assert index_interval(0, 0) == (None, [])
+    lo, hi = index_interval(0, 10, index_error=30.0)[0]
+    assert lo == 0.0 and 0 < hi <= 1
+    assert "cell count only" in interval_basis(None) and "RMS 5.0" in interval_basis(5.0)

@@ -110,6 +110,20 @@ def test_every_planted_cell_is_found_once_at_its_level0_place(tmp_path, scale):
     assert any("fewer than 500" in w for w in summary["warnings"])
 
 
+def test_the_index_interval_takes_the_models_validation_error_and_warns_at_a_cut_off(tmp_path):
+    from sparsecell.slides.ki67 import index_interval
+
+    cells = seam_cells(np.random.default_rng(1))
+    write_svs(tmp_path / "s.svs", plant(768, 640, cells), mpp=0.25)
+    [narrow] = predict_slides(blob_detector(), [tmp_path / "s.svs"], tmp_path / "a", run_of(), log=lambda m: None)
+    [wide] = predict_slides(blob_detector(), [tmp_path / "s.svs"], tmp_path / "b", run_of(index_error=40.0), log=lambda m: None)
+    assert wide["ki67_index"] == narrow["ki67_index"]
+    assert wide["ki67_index_ci"] == index_interval(wide["positive"], wide["negative"], 40.0)[0]
+    assert wide["ki67_index_ci"][0] < narrow["ki67_index_ci"][0] and wide["ki67_index_ci"][1] > narrow["ki67_index_ci"][1]
+    assert "RMS 40.0" in wide["ki67_index_ci_basis"]
+    assert wide["ki67_crosses_cutoff"] and any("cut-off" in w for w in wide["warnings"])
+
+
 def test_the_pipeline_equals_the_detector_on_the_same_pixels(tmp_path):
     rng = np.random.default_rng(5)
     cells = seam_cells(rng)
@@ -152,6 +166,15 @@ def test_outputs_import_into_qupath_and_reruns_skip(tmp_path):
     with open(out / "cohort.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["name"] for r in rows] == ["a", "b"] and int(rows[1]["cells"]) == 20
+    # each index with its 95% interval (the count alone: this detector records no validation error)
+    from sparsecell.slides.ki67 import index_interval
+
+    sa = json.loads((out / "a" / "summary.json").read_text())
+    ci, crossed = index_interval(sa["positive"], sa["negative"])
+    assert sa["ki67_index_ci"] == ci and ci[0] < sa["ki67_index"] < ci[1] and sa["ki67_crosses_cutoff"] == crossed
+    assert "cell count only" in sa["ki67_index_ci_basis"]
+    assert [float(rows[0]["ki67_index_ci_low"]), float(rows[0]["ki67_index_ci_high"])] == ci
+    assert rows[0]["ki67_crosses_cutoff"] == " ".join(f"{c:.0%}" for c in crossed)
     # a rerun skips both; another threshold is refused without overwrite
     seen = []
     predict_slides(det, [tmp_path / "a.svs", tmp_path / "b.svs"], out, run_of(), log=seen.append)

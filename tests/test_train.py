@@ -41,6 +41,11 @@ def test_train_reload_predict_evaluate_and_cli_outputs(tmp_path):
     sweep = threshold_sweep([s.points for s in val], [det.peaks(s.image, THRESHOLD_GRID[0]) for s in val], det.eval.radius)
     assert det.threshold == pytest.approx(sweep.best()[0], abs=1e-6) and r.threshold == det.threshold
     assert r.val_f1 == pytest.approx(sweep.best()[1], abs=1e-6)
+    # the checkpoint records the Ki-67 index error on the validation images at that threshold
+    from sparsecell.metrics import ki67_agreement
+
+    agree = ki67_agreement([s.points for s in val], [det.peaks(s.image, det.threshold) for s in val])
+    assert det.index_error == pytest.approx(agree.rmse, abs=1e-4)
     img, pts = synthetic_dataset(1, seed=9, config=SyntheticConfig(size=128))[0][:2]
     found = det.predict(img, threshold=0.01)
     assert found.scores is not None and found.classes == det.classes

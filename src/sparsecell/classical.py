@@ -34,10 +34,11 @@ import numpy as np
 from .config import EvalConfig
 from .errors import CheckpointError
 from .formats.points import Points
+from .metrics import ki67_agreement
 
 __all__ = ["ClassicalSettings", "ClassicalModel", "classical_detector", "fit_classical", "read_classical",
-           "write_classical", "stain_densities", "dab_at", "by_dab", "fit_dab_threshold", "describe", "settings_json",
-           "is_classical_file", "NUCLEUS_UM_GRID", "ASSUMED_MPP"]  # fmt: skip
+           "read_index_error", "write_classical", "stain_densities", "dab_at", "by_dab", "fit_dab_threshold", "describe",
+           "settings_json", "is_classical_file", "NUCLEUS_UM_GRID", "ASSUMED_MPP"]  # fmt: skip
 
 #: Nucleus diameters tried when fitting, in um (lymphocytes about 5, tumour nuclei 7-12).
 NUCLEUS_UM_GRID = (4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 12.0, 14.0)
@@ -190,13 +191,15 @@ class ClassicalModel:
         return DetectorOutput(torch.from_numpy(np.log(np.maximum(heat, 1e-12))), None)
 
 
-def classical_detector(settings: ClassicalSettings | None = None):
+def classical_detector(settings: ClassicalSettings | None = None, index_error: float | None = None):
     """A :class:`~sparsecell.inference.detector.Detector` running the peer (engine
-    ``"classical"``)."""
+    ``"classical"``); ``index_error``: its validation Ki-67 index RMSE in points, where a
+    settings file records one (:func:`read_index_error`)."""
     from .inference.detector import Detector
 
     s = settings if settings is not None else ClassicalSettings()
-    return Detector(ClassicalModel(s), s.classes, s.threshold, s.eval_config(), "cpu", None, engine="classical")
+    return Detector(ClassicalModel(s), s.classes, s.threshold, s.eval_config(), "cpu", None, engine="classical",
+                    index_error=index_error)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- fitting
@@ -289,6 +292,9 @@ def fit_classical(samples: Sequence, classes: Sequence[str], radius: float, mpp:
         f1_all, r_star = _best(truth_all, _as_points(cands, classes, t_dab), s.radius, _response_grid(cands))
         s = replace(s, dab_threshold=round(t_dab, 6))
         report["validation_f1"] = round(f1_all, 4)
+        agree = ki67_agreement(truth_all, [p.above(r_star) for p in _as_points(cands, classes, t_dab)])
+        if agree is not None and agree.errors:  # what widens a slide's index interval
+            report["validation_ki67"] = {"mae": round(agree.mae, 4), "rmse": round(agree.rmse, 4), "images": agree.n_images}
     else:
         report["validation_f1"] = round(f1_det, 4)
     # the chosen response is foreground 0.5, the detection threshold
@@ -373,6 +379,15 @@ def write_classical(path: str | Path, settings: ClassicalSettings, report: dict 
 
 def is_classical_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() == ".json"
+
+
+def read_index_error(path: str | Path) -> float | None:
+    """The validation Ki-67 index RMSE (points) a settings file's fit records, or None
+    (call after :func:`read_classical` has checked the file)."""
+    doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    v = (doc.get("fit") or {}).get("validation_ki67") if isinstance(doc.get("fit"), dict) else None
+    v = v.get("rmse") if isinstance(v, dict) else None
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 else None
 
 
 def read_classical(path: str | Path) -> ClassicalSettings:

@@ -72,6 +72,7 @@ def _count(low: int):
 
 
 POSITIVE = _number("positive number", ("(", 0, float("inf"), ")"))
+POINTS = _number("number of percentage points", ("[", 0, 100, "]"))
 THRESHOLD = _number("threshold", RULES["eval.threshold"])  # the range eval.threshold has in a config
 
 
@@ -123,7 +124,7 @@ def cmd_evaluate(args) -> int:
         k = ev.ki67
         lo, hi = k.loa
         print(f"Ki-67 index over {k.n_images} images (percentage points, predicted - true): mean absolute error "
-              f"{k.mae:.1f}, within 5: {k.within(5):.0%}, within 10: {k.within(10):.0%}, bias {k.bias:+.1f}, "
+              f"{k.mae:.1f} (RMS {k.rmse:.1f}: predict's --ki67-error), within 5: {k.within(5):.0%}, within 10: {k.within(10):.0%}, bias {k.bias:+.1f}, "
               f"95% limits of agreement {lo:+.1f} to {hi:+.1f}; pooled index {k.pooled_pred:.1f}% (true {k.pooled_true:.1f}%)")  # fmt: skip
     res = ev.as_dict()
     res.update({"checkpoint": str(args.checkpoint), "data": str(root), "source": source, "split": args.split})
@@ -151,7 +152,9 @@ def cmd_predict(args) -> int:
 
     from .formats.images import image_size, read_image
     from .formats.points import write_csv, write_geojson
+    from .metrics import ki67_classes, ki67_index
     from .report import overlay, save_png
+    from .slides.ki67 import index_interval, interval_basis
 
     if args.classical:  # no model file: every positional argument is an input
         args.images, args.checkpoint = [args.checkpoint] + list(args.images), None
@@ -183,6 +186,9 @@ def cmd_predict(args) -> int:
     try:
         thr = det.threshold if args.threshold is None else args.threshold
         summary = {"checkpoint": _model_name(args), "threshold": thr, "classes": list(det.classes), "images": {}}
+        masks, err = ki67_classes(det.classes), _index_error(args, det)
+        if masks is not None:
+            summary["ki67_index_ci_basis"] = interval_basis(err)
         for path in _progress(paths, "predicting"):
             stem = path.stem
             img = read_image(path)
@@ -193,11 +199,15 @@ def cmd_predict(args) -> int:
                 save_png(overlay(img, pts), stage / f"{stem}_overlay.png")
             counts = pts.counts()
             entry = {"image": str(path), "cells": len(pts), "counts": counts}
-            if set(det.classes) >= {"positive", "negative"}:
-                n = counts["positive"] + counts["negative"]
-                entry["ki67_index"] = counts["positive"] / n if n else None
+            ki = ""
+            if masks is not None:
+                P = sum(counts[c] for c, m in zip(det.classes, masks[0]) if m)
+                N = sum(counts[c] for c, m in zip(det.classes, masks[1]) if m)
+                ci, crossed = index_interval(P, N, err)
+                entry.update(ki67_index=ki67_index(P, N), ki67_index_ci=ci, ki67_crosses_cutoff=crossed)
+                if ci is not None:
+                    ki = f", Ki-67 index {entry['ki67_index']:.1%} ({ci[0]:.1%}-{ci[1]:.1%})"
             summary["images"][stem] = entry
-            ki = f", Ki-67 index {entry['ki67_index']:.3f}" if entry.get("ki67_index") is not None else ""
             print(f"{path}: {len(pts)} cells {counts}{ki}")
         write_json(summary, stage / "summary.json")
         for p in planned:  # into place, the summary last
@@ -214,13 +224,13 @@ def _open_model(args, device, log):
     ``fit-classical``); says which runs it."""
     from dataclasses import replace
 
-    from .classical import ClassicalSettings, classical_detector, describe, is_classical_file, read_classical
+    from .classical import ClassicalSettings, classical_detector, describe, is_classical_file, read_classical, read_index_error
 
     if getattr(args, "classical", False) or (args.checkpoint and is_classical_file(args.checkpoint)):
         settings = read_classical(args.checkpoint) if args.checkpoint else ClassicalSettings()
         if getattr(args, "model_mpp", None) is not None:  # the resolution the nucleus size is read at
             settings = replace(settings, mpp=float(args.model_mpp))
-        det = classical_detector(settings)
+        det = classical_detector(settings, read_index_error(args.checkpoint) if args.checkpoint else None)
         log(f"classical peer ({'settings ' + str(args.checkpoint) if args.checkpoint else 'default settings'}): "
             f"{describe(det.model.settings)}")  # fmt: skip
         return det
@@ -229,6 +239,11 @@ def _open_model(args, device, log):
     det = load_detector(args.checkpoint, device, args.engine, log=log)
     log(f"model {args.checkpoint}: {'onnxruntime' if det.engine == 'onnx' else 'PyTorch'} on {det.device}")
     return det
+
+
+def _index_error(args, det) -> float | None:
+    """The index error that widens the Ki-67 intervals: --ki67-error, else the model's own."""
+    return args.ki67_error if args.ki67_error is not None else det.index_error
 
 
 def _model_name(args) -> str:
@@ -307,7 +322,8 @@ def _predict_slides(args) -> int:
     run = SlideRun(threshold=det.threshold if args.threshold is None else args.threshold, model_mpp=float(model_mpp),
                    model_sha=_model_sha(args, det), checkpoint=_model_name(args), tissue=not args.no_tissue,
                    rois=rois, batch_size=args.batch_size, mpp=args.mpp, backend=args.backend, class_map=class_map,
-                   progress=not args.quiet, **({} if args.num_workers is None else {"num_workers": args.num_workers}))  # fmt: skip
+                   progress=not args.quiet, index_error=_index_error(args, det),
+                   **({} if args.num_workers is None else {"num_workers": args.num_workers}))  # fmt: skip
     log = (lambda m: None) if args.quiet else print
     if count > 1:
         log(f"shard {index}/{count}: {len(paths)} slides")
@@ -404,7 +420,9 @@ def cmd_fit_classical(args) -> int:
     settings, report = fit_classical(samples, ds.classes, args.radius, mpp=args.mpp, stains=args.stains, log=print)
     report.update({"data": str(root), "source": source, "split": args.split})
     write_classical(out, settings, report, overwrite=args.overwrite)
-    print(f"validation micro F1 {report['validation_f1']:.3f} on {len(samples)} images; {describe(settings)}")
+    ki = report.get("validation_ki67")
+    ki = f", Ki-67 index error {ki['mae']:.1f} points (RMS {ki['rmse']:.1f}, widens predict's intervals)" if ki else ""
+    print(f"validation micro F1 {report['validation_f1']:.3f}{ki} on {len(samples)} images; {describe(settings)}")
     print(f"wrote {out}; use it as the model: sparsecell predict {out} IMAGES --out DIR")
     return 0
 
@@ -475,6 +493,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--engine", choices=["auto", "torch", "onnx"], default="auto",
                     help="what runs the model: auto (default) is onnxruntime on the CPU when it is installed "
                          "(exported once, cached beside the checkpoint), PyTorch otherwise and on a GPU")
+    pr.add_argument("--ki67-error", type=POINTS, metavar="POINTS",
+                    help="the model's Ki-67 index error (RMS, percentage points) that widens each index's 95%% interval, "
+                         "e.g. as evaluate measures it on your fully annotated regions (default: the error the "
+                         "checkpoint measured on its validation images; none recorded: the cell count alone)")
     pr.add_argument("--no-overlay", action="store_true", help="skip the overlay PNGs")
     pr.add_argument("--overwrite", action="store_true", help="replace output files that exist already")
     sl = pr.add_argument_group("whole slides (inputs: slide files, folders, globs or @list.txt)")

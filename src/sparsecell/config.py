@@ -47,6 +47,7 @@ class DataConfig:
     region: int | None = None  # region: the side of the square regions, px (None: 128); setting it alone means region
     regions_known: bool = True  # region: the loss is told where the annotated regions are (as a QuPath region is)
     already_sparse: bool = False  # the labels are sparse already: keep them all
+    bootstrap: str = "none"  # none | classical: add the classical peer's detections (fitted on validation) to the clicks
     sigma: float = 3.0  # Gaussian target width, px
     crop: int = 256  # training crop side, px (a multiple of the model stride)
     crops_per_image: int = 4  # random crops per training image per epoch
@@ -293,6 +294,7 @@ RULES: dict[str, tuple] = {
     "data.keep": SHARE,
     "data.sparse_seed": NONNEG,
     "data.sparsity": ("random", "salient", "region"),
+    "data.bootstrap": ("none", "classical"),
     "data.salient_beta": ("[", 0, 100, "]"),
     "data.region": ("[", 1, INF, ")"),
     "data.sigma": ("(", 0, 100, "]"),

@@ -83,6 +83,8 @@ METHODS: dict[str, list[str]] = {
     # a trained model's cells, positive or negative by their measured DAB density (a threshold fitted on
     # validation) instead of its class channels: rows the benchmark derives from the same training
     **{f"{m}_dab": ["loss.name=" + m] for m in ("ce", "pu", "pu_sar")},
+    # bootstrapped from the peer: its detections (fitted on validation) join the clicks as labels
+    **{f"{m}_peer": ["loss.name=" + m, "data.bootstrap=classical"] for m in ("ce", "pu", "pu_sar")},
 }
 
 #: Roles of the methods whose role is not their loss's (see :func:`role`).

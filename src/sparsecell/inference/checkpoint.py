@@ -8,6 +8,8 @@ names, and the detection threshold (chosen on validation, or fixed by ``eval.thr
 
 from __future__ import annotations
 
+import math
+
 import pickle
 import warnings
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ class Checkpoint:
     epoch: int
     global_step: int
     keep_estimate: float | None = None  # the share of annotated cells training estimated (PU-based losses)
+    index_error: float | None = None  # RMS per-image Ki-67 index error on validation, points (None: not measured)
 
     def model_state(self) -> dict:
         """The detector's weights (the ``model.`` entries, prefix removed)."""
@@ -82,4 +85,11 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     thr = float(thr) if thr is not None else (cfg.eval.threshold if cfg.eval.threshold is not None else UNSET_THRESHOLD)
     return Checkpoint(path, cfg, tuple(hp["classes"]), state, round(thr, THRESHOLD_DECIMALS),
                       int(ckpt.get("epoch", -1)), int(ckpt.get("global_step", -1)),
-                      hp.get("keep_estimate") if isinstance(hp.get("keep_estimate"), float) else None)  # fmt: skip
+                      hp.get("keep_estimate") if isinstance(hp.get("keep_estimate"), float) else None,
+                      _index_error(ckpt.get("val_ki67")))  # fmt: skip
+
+
+def _index_error(val_ki67) -> float | None:
+    """The validation index RMSE a checkpoint records (None where absent or not a number)."""
+    v = val_ki67.get("rmse") if isinstance(val_ki67, dict) else None
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 else None

@@ -74,7 +74,7 @@ class Detector:
     halo: int = HALO
 
     def __init__(self, model, classes: Sequence[str], threshold: float, eval: EvalConfig | None = None,
-                 device: str = "cpu", config=None, engine: str = "torch"):  # fmt: skip
+                 device: str = "cpu", config=None, engine: str = "torch", index_error: float | None = None):  # fmt: skip
         self.model = model.eval().to(device)
         self.classes = tuple(classes)
         self.threshold = float(threshold)
@@ -82,6 +82,9 @@ class Detector:
         self.config = config  # the training run's Config, when known
         self.device = device
         self.engine = engine  # what runs the model: torch, or onnx (onnxruntime)
+        #: root-mean-square per-image Ki-67 index error on the validation images (percentage
+        #: points; None: not measured), which widens a slide's index interval
+        self.index_error = None if index_error is None else float(index_error)
 
     @classmethod
     def from_checkpoint(cls, path, device: str | None = None) -> "Detector":
@@ -106,7 +109,7 @@ class Detector:
             model.load_state_dict(ck.model_state())
         except RuntimeError as e:
             raise CheckpointError(f"{ck.path}: weights do not fit the model its config describes ({str(e).splitlines()[0]})") from None
-        return cls(model, ck.classes, ck.threshold, cfg.eval, resolve_device(device), cfg)
+        return cls(model, ck.classes, ck.threshold, cfg.eval, resolve_device(device), cfg, index_error=ck.index_error)
 
     def heatmap(self, image: np.ndarray) -> np.ndarray:
         """(C+1, H, W) float32 softmax heatmap of a uint8 RGB image; an image with a side

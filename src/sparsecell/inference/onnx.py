@@ -92,7 +92,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, overwrite: bool = False
     except ImportError:
         raise SparsecellError("ONNX export needs onnx and onnxscript: pip install 'sparsecell[onnx]'") from None
     meta = {"config": det.config.to_dict(), "classes": list(det.classes), "threshold": det.threshold,
-            "checkpoint": str(checkpoint), "stride": s}  # fmt: skip
+            "checkpoint": str(checkpoint), "stride": s, "index_error": det.index_error}  # fmt: skip
     with _quiet(), torch.no_grad():
         prog = torch.onnx.export(model, (x,), None, dynamo=True, input_names=["image"], output_names=["logits"],
                                  dynamic_shapes=({0: B, 2: s * hk, 3: s * wk},), opset_version=ONNX_OPSET,
@@ -157,5 +157,7 @@ def read_onnx(path: str | Path, threads: int | None = None):
         raise CheckpointError(f"{path}: model not found")
     m = OnnxModel(path, threads)
     cfg = Config.from_dict(m.meta["config"], source=str(path))
-    return Detector(m, m.meta["classes"], float(m.meta["threshold"]), cfg.eval, "cpu", cfg, engine="onnx")
+    err = m.meta.get("index_error")
+    err = float(err) if isinstance(err, (int, float)) and err >= 0 else None
+    return Detector(m, m.meta["classes"], float(m.meta["threshold"]), cfg.eval, "cpu", cfg, engine="onnx", index_error=err)
 

@@ -6,6 +6,11 @@ positive or negative by QuPath's rule (its last ':' part is exactly ``Positive``
 ``positive`` / ``negative`` (any case; these are what :func:`sparsecell.formats.qupath.qupath_class`
 maps to QuPath's classes by default).
 
+Each index comes with a 95% interval (:func:`index_interval`): the count's own sampling
+error (Wilson), widened by the detector's per-image index error measured on validation
+images where the model records one; an interval holding a clinical cut-off
+(:data:`~sparsecell.metrics.KI67_CUTOFFS`, 5% and 30%) is flagged.
+
 The hot spot is the square field of a stated side with the highest index among
 fields holding at least ``min_cells`` tumour cells, found on a count grid whose step
 divides the field side.
@@ -17,7 +22,7 @@ import math
 
 import numpy as np
 
-from ..metrics import is_negative, is_positive, ki67_index
+from ..metrics import KI67_CUTOFFS, is_negative, is_positive, ki67_index, ki67_interval
 
 __all__ = [
     "MIN_CELLS",
@@ -26,6 +31,9 @@ __all__ = [
     "is_positive",
     "is_negative",
     "report_warnings",
+    "index_interval",
+    "interval_basis",
+    "cutoff_warning",
     "CountGrid",
 ]
 
@@ -46,6 +54,34 @@ def report_warnings(total: int, min_cells: int = MIN_CELLS) -> list[str]:
     if total < min_cells:
         return [f"only {total} tumour cells were counted (fewer than {min_cells}): the Ki-67 index is unreliable"]
     return []
+
+
+def index_interval(positive: int, negative: int, index_error: float | None = None) -> tuple[list | None, list]:
+    """The index's 95% interval ``[low, high]`` (fractions; None with no tumour cell) and
+    the clinical cut-offs it holds. ``index_error``: the detector's root-mean-square
+    per-image index error on validation images, in percentage points (None: the count's
+    sampling error alone)."""
+    ci = ki67_interval(positive, negative, None if index_error is None else index_error / 100.0)
+    if ci is None:
+        return None, []
+    lo, hi = ci
+    return [round(lo, 4), round(hi, 4)], [c for c in KI67_CUTOFFS if lo <= c <= hi]
+
+
+def interval_basis(index_error: float | None) -> str:
+    """What an index interval accounts for, in words (for a report)."""
+    if index_error is None:
+        return "the cell count only (the model records no validation index error)"
+    return f"the cell count and the model's index error on its validation images (RMS {index_error:.1f} points)"
+
+
+def cutoff_warning(index: float, ci: list, crossed: list) -> str | None:
+    """A warning when the interval of ``index`` holds a clinical cut-off."""
+    if not crossed:
+        return None
+    cuts = " and ".join(f"{c:.0%}" for c in crossed)
+    return (f"the Ki-67 index {index:.1%} (95% interval {ci[0]:.1%}-{ci[1]:.1%}) spans the {cuts} cut-off: "
+            "the call on either side is uncertain; review this slide")
 
 
 class CountGrid:

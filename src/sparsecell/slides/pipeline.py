@@ -181,6 +181,7 @@ class SlideRun:
     class_map: dict | None = None
     hotspot_um: float = HOTSPOT_UM
     progress: bool = True
+    index_error: float | None = None  # the model's RMS per-image Ki-67 index error on validation, points
 
 
 class _TileReader:
@@ -302,7 +303,7 @@ def _predict_open_slide(detector, slide, path: Path, out_dir: Path, run: SlideRu
     import torch
 
     from ..inference.detector import predict_heatmap
-    from .ki67 import MIN_CELLS, CountGrid, is_negative, is_positive, ki67_index
+    from .ki67 import MIN_CELLS, CountGrid, cutoff_warning, index_interval, interval_basis, is_negative, is_positive, ki67_index
     from ..formats.qupath import DetectionWriter
 
     t_start = time.time()
@@ -474,6 +475,9 @@ def _predict_open_slide(detector, slide, path: Path, out_dir: Path, run: SlideRu
         "positive": P if pos.any() else None,
         "negative": N if neg.any() else None,
         "ki67_index": ki67_index(P, N) if (pos.any() and neg.any()) else None,
+        "ki67_index_ci": None,
+        "ki67_crosses_cutoff": [],
+        "ki67_index_ci_basis": None,
         "tissue_mm2": tissue_mm2,
         "cells_per_mm2": (int(per_class.sum()) / area_mm2) if area_mm2 else None,
         "hotspot": None,
@@ -494,8 +498,13 @@ def _predict_open_slide(detector, slide, path: Path, out_dir: Path, run: SlideRu
         "peak_frames_mib": round(seams.peak_bytes / 2**20, 3),  # the seam frames held at once: grows with the slide's width only
     }
     if pos.any() and neg.any():
+        ci, crossed = index_interval(P, N, run.index_error)
+        summary.update(ki67_index_ci=ci, ki67_crosses_cutoff=crossed, ki67_index_ci_basis=interval_basis(run.index_error))
+        if ci is not None and cutoff_warning(summary["ki67_index"], ci, crossed):
+            summary["warnings"].append(cutoff_warning(summary["ki67_index"], ci, crossed))
         hot = counts_grid.hotspot(field_px, min_cells=MIN_CELLS)
-        if hot is not None:  # its density over its tissue (the mask's area in the field)
+        if hot is not None:  # its interval, and its density over its tissue (the mask's area in the field)
+            hot["index_ci"] = index_interval(hot["positive"], hot["total"] - hot["positive"], run.index_error)[0]
             a0, a1 = int(hot["y0"] // mask_ds), int(math.ceil(hot["y1"] / mask_ds))
             b0, b1 = int(hot["x0"] // mask_ds), int(math.ceil(hot["x1"] / mask_ds))
             hot["tissue_mm2"] = float(mask[a0:a1, b0:b1].sum()) * mask_px_mm2
@@ -512,7 +521,8 @@ def _predict_open_slide(detector, slide, path: Path, out_dir: Path, run: SlideRu
                                     "tissue_mm2": roi_mm2[k] if run.tissue else None,
                                     "cells_per_mm2": int(cnt.sum()) / roi_mm2[k] if roi_mm2[k] else None,
                                     "cells": int(cnt.sum()), "counts": {c: int(n) for c, n in zip(classes, cnt)},
-                                    "ki67_index": ki67_index(p_, n_) if (pos.any() and neg.any()) else None})  # fmt: skip
+                                    "ki67_index": ki67_index(p_, n_) if (pos.any() and neg.any()) else None,
+                                    "ki67_index_ci": index_interval(p_, n_, run.index_error)[0] if (pos.any() and neg.any()) else None})  # fmt: skip
     _overview(thumb, mask, density, out_dir / "overview.png")
     summary["seconds"] = round(time.time() - t_start, 2)
     write_json(summary, out_dir / "summary.json")
@@ -652,7 +662,10 @@ def predict_slides(detector, paths: Sequence[Path], out: Path, run: SlideRun, ov
         finally:
             shutil.rmtree(stage, ignore_errors=True)
         failed.unlink(missing_ok=True)
-        ki = f", Ki-67 index {summary['ki67_index']:.3f}" if summary.get("ki67_index") is not None else ""
+        ki = ""
+        if summary.get("ki67_index") is not None:
+            ci = summary.get("ki67_index_ci")
+            ki = f", Ki-67 index {summary['ki67_index']:.1%}" + (f" ({ci[0]:.1%}-{ci[1]:.1%})" if ci else "")
         log(f"[{k}/{len(paths)}] {p}: {summary['cells']} cells {summary['counts']}{ki} "
             f"({summary['tiles']['run']}/{summary['tiles']['total']} tiles, {summary['seconds']:.1f} s)")  # fmt: skip
         for w in summary["warnings"]:
@@ -663,8 +676,9 @@ def predict_slides(detector, paths: Sequence[Path], out: Path, run: SlideRun, ov
     return results
 
 
-COHORT_COLUMNS = ("name", "slide", "status", "cells", "positive", "negative", "ki67_index", "hotspot_index", "tissue_mm2",
-                  "cells_per_mm2", "slide_mpp", "model_mpp", "threshold", "model_sha256", "warnings")  # fmt: skip
+COHORT_COLUMNS = ("name", "slide", "status", "cells", "positive", "negative", "ki67_index", "ki67_index_ci_low",
+                  "ki67_index_ci_high", "ki67_crosses_cutoff", "hotspot_index", "tissue_mm2", "cells_per_mm2", "slide_mpp",
+                  "model_mpp", "threshold", "model_sha256", "warnings")  # fmt: skip
 
 
 def write_cohort(out: Path) -> Path:
@@ -684,7 +698,10 @@ def write_cohort(out: Path) -> Path:
         except (OSError, ValueError):
             continue
         hs = d.get("hotspot") or {}
-        d = {**d, "status": "ok", "hotspot_index": hs.get("index"), "warnings": " | ".join(d.get("warnings") or [])}
+        ci = d.get("ki67_index_ci") or [None, None]
+        d = {**d, "status": "ok", "hotspot_index": hs.get("index"), "warnings": " | ".join(d.get("warnings") or []),
+             "ki67_index_ci_low": ci[0], "ki67_index_ci_high": ci[1],
+             "ki67_crosses_cutoff": " ".join(f"{c:.0%}" for c in d.get("ki67_crosses_cutoff") or [])}  # fmt: skip
         rows[s.parent.name] = ["" if d.get(k) is None else d.get(k) for k in COHORT_COLUMNS]
     for f in sorted(out.glob(".failed-*.json")):
         try:

@@ -28,7 +28,7 @@ from ..inference.peaks import find_peaks
 from ..inference.detector import predict_heatmap
 from ..losses import LossBatch, build_loss, needs_share
 from ..losses.prior import KeepEstimate, estimate_keep
-from ..metrics import PAPER_THRESHOLD, THRESHOLD_GRID, UNSET_THRESHOLD, threshold_sweep
+from ..metrics import PAPER_THRESHOLD, THRESHOLD_GRID, UNSET_THRESHOLD, ki67_agreement, threshold_sweep
 from ..models import build_model
 from ..formats.points import Points
 
@@ -113,6 +113,9 @@ class SparseCellModule(L.LightningModule):
         self.sweep_thresholds = THRESHOLD_GRID if fixed is None else tuple(dict.fromkeys((float(fixed), PAPER_THRESHOLD)))
         self.val_points = list(val_points) if val_points is not None else []
         self._val_peaks: dict[int, Points] = {}
+        #: the Ki-67 index error on the validation images at the chosen threshold (percentage
+        #: points; None where the classes define no index): saved in the checkpoint
+        self.val_ki67: dict | None = None
 
     def forward(self, x):
         return self.model(x)
@@ -165,8 +168,26 @@ class SparseCellModule(L.LightningModule):
         self.log("val_threshold", thr, sync_dist=False)
         if PAPER_THRESHOLD in sweep.thresholds:
             self.log(f"val_f1_at_{PAPER_THRESHOLD:g}", sweep.f1_at(PAPER_THRESHOLD), sync_dist=False)
+        self._val_index_error(idx, thr)
         if self.pseudo is not None:
             self._pseudo_round(sweep)
+
+    def _val_index_error(self, idx: list[int], thr: float) -> None:
+        """The per-image Ki-67 index error at ``thr`` over every rank's validation images:
+        logged as ``val_ki67_mae`` and kept (mean absolute and root-mean-square, points)
+        for the checkpoint, where a slide's index interval reads it."""
+        agree = ki67_agreement([self.val_points[i] for i in idx], [self._val_peaks[i].above(thr) for i in idx])
+        if agree is None:
+            self.val_ki67 = None
+            return
+        e = np.asarray(agree.errors, np.float64)
+        sums = torch.tensor([len(e), np.abs(e).sum(), (e**2).sum()], dtype=torch.float64)
+        n, a, q = self.trainer.strategy.reduce(sums.to(self.device), reduce_op="sum").cpu().tolist()
+        if n == 0:
+            self.val_ki67 = None
+            return
+        self.val_ki67 = {"mae": a / n, "rmse": math.sqrt(q / n), "images": int(n)}
+        self.log("val_ki67_mae", a / n, sync_dist=False)
 
     def _pseudo_round(self, sweep) -> None:
         """A round of pseudo-labelling once ``loss.pseudo_start`` of the epochs have passed."""
@@ -195,6 +216,8 @@ class SparseCellModule(L.LightningModule):
                 self.loss_fn.keep = last
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.val_ki67 is not None:
+            checkpoint["val_ki67"] = dict(self.val_ki67)
         if self.pseudo is not None:
             checkpoint["pseudo_labels"] = self.pseudo.state_dict()
 
@@ -357,6 +380,12 @@ def train(cfg: Config, resume: str | Path | None = None, quiet: bool = False, ca
     L.seed_everything(t.seed, workers=True, verbose=False)
     train_s, val_s, classes = load_samples(cfg)
     train_points, regions = sparse_annotations(train_s, cfg.data)
+    talk = not quiet and os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("RANK", "0") == "0"
+    if cfg.data.bootstrap == "classical":
+        from .bootstrap import bootstrap_points
+
+        train_points, _ = bootstrap_points(train_s, train_points, val_s, classes, cfg.eval.radius, cfg.eval.mpp, regions,
+                                           log=(lambda m: print(f"sparsecell train: {m}", flush=True)) if talk else None)  # fmt: skip
     estimate = _keep_estimate(train_s, train_points, val_s) if needs_share(cfg.loss) else None
     try:
         module = SparseCellModule(cfg.to_dict(), classes, [s.points for s in val_s], estimate.share if estimate else None,
@@ -365,7 +394,7 @@ def train(cfg: Config, resume: str | Path | None = None, quiet: bool = False, ca
         raise ConfigError(f"model: {e}") from None
     weights, bias = _click_weights(train_s, train_points, val_s, cfg, regions) if module.loss_fn.click_weights else (None, None)
     dm = PointDataModule(cfg, module.model.stride, train_s, val_s, train_points, regions, weights)
-    if not quiet and os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("RANK", "0") == "0":
+    if talk:
         n_par = sum(p.numel() for p in module.model.parameters())
         print(f"sparsecell train: {len(train_s)} training / {len(val_s)} validation images ({len(classes)} classes), "
               f"model {cfg.model.size} ({n_par / 1e6:.2f} M parameters), loss {cfg.loss.name}, {t.epochs} epochs "
