@@ -20,7 +20,7 @@ LAYERS = {
     "inference": 5,
     "training": 6, "classical": 6,
     "slides": 7,
-    "evidence": 8, "demo": 8, "cli": 9, "__init__": 9,
+    "evidence": 8, "demo": 8, "annotate": 8, "cli": 9, "__init__": 9,
 }  # fmt: skip
 #: The one downward exception: training data from slides reads them with the slide reader
 #: and their QuPath annotations (datasets -> slides.reader, which imports only formats).

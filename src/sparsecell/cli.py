@@ -88,6 +88,8 @@ def cmd_train(args) -> int:
         overrides.append(f"loss.name={args.method}")
     if args.out:
         overrides.append(f"train.out_dir={args.out}")
+    if args.init:
+        overrides.append(f"train.init={args.init}")
     cfg = load_config(config, overrides)
     r = train(cfg, resume=args.resume)
     print(f"best validation F1 {r.val_f1:.3f} at threshold {r.threshold:g}")
@@ -461,6 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--method", metavar="NAME", help="training method (default pu_sar; see below): the same as loss.name=NAME")
     t.add_argument("--out", help="output folder (train.out_dir)")
     t.add_argument("--resume", nargs="?", const="last", help="continue from a checkpoint (default: OUT/checkpoints/last.ckpt)")
+    t.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights (fine-tuning after a round of "
+                   "annotation: same classes and resolution; train.init_epochs epochs, default 8; train.init)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="P/R/F1 of a checkpoint on annotated data", epilog=EXAMPLES["evaluate"], formatter_class=fmt)

@@ -47,6 +47,7 @@ class DataConfig:
     region: int | None = None  # region: the side of the square regions, px (None: 128); setting it alone means region
     regions_known: bool = True  # region: the loss is told where the annotated regions are (as a QuPath region is)
     already_sparse: bool = False  # the labels are sparse already: keep them all
+    regions_json: str | None = None  # region: a JSON file {image_id: [[x0, y0, x1, y1], ...]}, the completely annotated regions per training image (annotate next)
     bootstrap: str = "none"  # none | classical: add the classical peer's detections (fitted on validation) to the clicks
     sigma: float = 3.0  # Gaussian target width, px
     crop: int = 256  # training crop side, px (a multiple of the model stride)
@@ -62,6 +63,9 @@ class DataConfig:
     synthetic_seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.regions_json is not None and self.sparsity != "region":
+            raise ValueError(f"regions_json = {self.regions_json!r} is set but sparsity is {self.sparsity!r}; "
+                             "set data.sparsity=region")  # fmt: skip
         if self.region is not None and self.region >= 1 and self.sparsity != "region":  # (an out-of-range side: the range check)
             raise ValueError(f"region = {self.region} is set but sparsity is {self.sparsity!r}; "
                              "set data.sparsity=region, or leave data.region empty")  # fmt: skip
@@ -215,6 +219,8 @@ class TrainConfig:
     patience: int | None = None  # early stopping on validation F1 (None = off)
     max_steps: int = -1
     progress_bar: bool = True
+    init: str | None = None  # a checkpoint whose weights start this run (fine-tuning after a round of annotation; same classes and eval.mpp)
+    init_epochs: int = 8  # the epochs of a run that starts from train.init (train.epochs is a run from scratch's)
 
 
 @dataclass
@@ -328,6 +334,7 @@ RULES: dict[str, tuple] = {
     "eval.threshold": FRACTION,
     "eval.mpp": ("(", 0, 1000, "]"),
     "train.epochs": STEPS,
+    "train.init_epochs": STEPS,
     "train.batch_size": COUNT,
     "train.lr": ("(", 0, 10, "]"),
     "train.weight_decay": NONNEG,

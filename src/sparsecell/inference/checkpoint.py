@@ -35,6 +35,9 @@ class Checkpoint:
     global_step: int
     keep_estimate: float | None = None  # the share of annotated cells training estimated (PU-based losses)
     index_error: float | None = None  # RMS per-image Ki-67 index error on validation, points (None: not measured)
+    index_mae: float | None = None  # the same error's mean absolute value, points
+    val_f1: float | None = None  # validation F1 at the threshold when it was saved (None: not recorded)
+    lineage: tuple = ()  # the checkpoints it was fine-tuned from (train.init), oldest first
 
     def model_state(self) -> dict:
         """The detector's weights (the ``model.`` entries, prefix removed)."""
@@ -86,10 +89,21 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint(path, cfg, tuple(hp["classes"]), state, round(thr, THRESHOLD_DECIMALS),
                       int(ckpt.get("epoch", -1)), int(ckpt.get("global_step", -1)),
                       hp.get("keep_estimate") if isinstance(hp.get("keep_estimate"), float) else None,
-                      _index_error(ckpt.get("val_ki67")))  # fmt: skip
+                      _index_error(ckpt.get("val_ki67")), _index_error(ckpt.get("val_ki67"), "mae"),
+                      _finite(ckpt.get("val_f1")), _lineage(ckpt.get("lineage")))  # fmt: skip
 
 
-def _index_error(val_ki67) -> float | None:
-    """The validation index RMSE a checkpoint records (None where absent or not a number)."""
-    v = val_ki67.get("rmse") if isinstance(val_ki67, dict) else None
-    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 else None
+def _finite(v) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 else None
+
+
+def _index_error(val_ki67, key: str = "rmse") -> float | None:
+    """The validation index error a checkpoint records (None where absent or not a number)."""
+    return _finite(val_ki67.get(key)) if isinstance(val_ki67, dict) else None
+
+
+def _lineage(raw) -> tuple:
+    """The recorded lineage: a list of small dicts (anything else: none)."""
+    if not isinstance(raw, list):
+        return ()
+    return tuple(dict(e) for e in raw[:1000] if isinstance(e, dict))

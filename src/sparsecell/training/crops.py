@@ -36,6 +36,11 @@ def sparse_points(samples: Sequence["Sample"], data: "DataConfig") -> list[Point
 def sparse_annotations(samples: Sequence["Sample"], data: "DataConfig") -> tuple[list[Points], list | None]:
     """:func:`sparse_points` and, for region sparsity whose regions are known, the
     annotated regions of each image (a list of (x0, y0, x1, y1) boxes; else None)."""
+    if data.regions_json is not None:
+        given = read_regions_json(data.regions_json)
+        regions = [given.get(s.image_id, []) for s in samples]
+        points = [s.points.subset(in_boxes(s.points, boxes)) for s, boxes in zip(samples, regions)]
+        return points, (regions if data.regions_known else None)
     if data.already_sparse or data.keep >= 1.0:
         return [s.points for s in samples], None
     points, regions = [], []
@@ -49,6 +54,43 @@ def sparse_annotations(samples: Sequence["Sample"], data: "DataConfig") -> tuple
             points.append(sparsify(s.points, data.keep, seed=seed, per_class=data.per_class, mode=data.sparsity,
                                    image=s.image, beta=data.salient_beta, radius=data.sigma))  # fmt: skip
     return points, (regions if data.sparsity == "region" and data.regions_known else None)
+
+
+#: The largest regions file read (a file of boxes; anything bigger is not one).
+REGIONS_JSON_BYTES = 64 << 20
+
+
+def read_regions_json(path) -> dict[str, list[tuple[int, int, int, int]]]:
+    """``{image_id: [(x0, y0, x1, y1), ...]}`` (whole px, inside x >= 0, y >= 0) from a JSON file of the completely
+    annotated regions of each training image (``data.regions_json``); a file that is not
+    one is a :class:`~sparsecell.errors.AnnotationError` naming it."""
+    import json
+    from pathlib import Path
+
+    from ..errors import AnnotationError
+
+    path = Path(path)
+    if not path.is_file():
+        raise AnnotationError(f"{path}: regions file not found (data.regions_json)")
+    if path.stat().st_size > REGIONS_JSON_BYTES:
+        raise AnnotationError(f"{path}: {path.stat().st_size >> 20} MiB is too large for a regions file (at most {REGIONS_JSON_BYTES >> 20} MiB)")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise AnnotationError(f"{path}: not JSON ({str(e).splitlines()[0][:80]})") from None
+    if not isinstance(raw, dict):
+        raise AnnotationError(f"{path}: must map image ids to lists of [x0, y0, x1, y1] boxes")
+    out = {}
+    for key, boxes in raw.items():
+        try:
+            b = np.asarray(boxes, np.float64).reshape(-1, 4)
+        except (ValueError, TypeError):
+            raise AnnotationError(f"{path}: {key!r}: not a list of [x0, y0, x1, y1] boxes") from None
+        if not np.isfinite(b).all() or (b[:, 2] <= b[:, 0]).any() or (b[:, 3] <= b[:, 1]).any():
+            raise AnnotationError(f"{path}: {key!r}: each box needs finite x0 < x1 and y0 < y1")
+        b = np.concatenate([np.floor(np.clip(b[:, :2], 0, None)), np.ceil(np.clip(b[:, 2:], 0, None))], 1)
+        out[str(key)] = [tuple(int(v) for v in row) for row in b[(b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])]]
+    return out
 
 
 def augment(image: np.ndarray, points: Points, rng: np.random.Generator, flips: bool = True, rot90: bool = True,

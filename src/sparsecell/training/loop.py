@@ -116,6 +116,10 @@ class SparseCellModule(L.LightningModule):
         #: the Ki-67 index error on the validation images at the chosen threshold (percentage
         #: points; None where the classes define no index): saved in the checkpoint
         self.val_ki67: dict | None = None
+        #: the validation F1 at the chosen threshold of the last validation (saved with it)
+        self.val_f1_now: float | None = None
+        #: the checkpoints this run descends from (train.init), oldest first: saved in every checkpoint
+        self.lineage: list[dict] = []
 
     def forward(self, x):
         return self.model(x)
@@ -165,6 +169,7 @@ class SparseCellModule(L.LightningModule):
         thr, f1 = sweep.best() if self.cfg.eval.threshold is None else (self.sweep_thresholds[0], sweep.f1_at(self.sweep_thresholds[0]))
         self.threshold.fill_(thr)
         self.log("val_f1", f1, prog_bar=True, sync_dist=False)
+        self.val_f1_now = float(f1)
         self.log("val_threshold", thr, sync_dist=False)
         if PAPER_THRESHOLD in sweep.thresholds:
             self.log(f"val_f1_at_{PAPER_THRESHOLD:g}", sweep.f1_at(PAPER_THRESHOLD), sync_dist=False)
@@ -218,6 +223,9 @@ class SparseCellModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.val_ki67 is not None:
             checkpoint["val_ki67"] = dict(self.val_ki67)
+        if self.val_f1_now is not None:
+            checkpoint["val_f1"] = self.val_f1_now
+        checkpoint["lineage"] = [dict(e) for e in self.lineage]
         if self.pseudo is not None:
             checkpoint["pseudo_labels"] = self.pseudo.state_dict()
 
@@ -245,6 +253,9 @@ class TrainResult:
     out_dir: Path
     keep_estimate: float | None = None  # the estimated share of annotated cells (None: not estimated)
     click_bias: tuple | None = None  # pu_sar: per class, the evidence factor its click weights were shrunk by
+    #: a run from train.init: the validation F1 and Ki-67 index error then and now
+    #: ({"from": path, "val_f1": [then, now], "val_ki67_mae": [then, now]}; None otherwise)
+    change: dict | None = None
 
 
 class _EpochSeed(L.Callback):
@@ -376,11 +387,15 @@ def train(cfg: Config, resume: str | Path | None = None, quiet: bool = False, ca
         raise ConfigError(f"{out}: already holds checkpoints; resume with --resume or choose another train.out_dir")
     for stale in ckpt_dir.glob(".*.ckpt.*") if ckpt_dir.is_dir() else ():  # a write cut off by a kill
         stale.unlink(missing_ok=True)
+    if t.init is not None:  # fine-tuning: its own, shorter schedule
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, epochs=t.init_epochs))
+        t = cfg.train
     _check_device(t)
     L.seed_everything(t.seed, workers=True, verbose=False)
     train_s, val_s, classes = load_samples(cfg)
     train_points, regions = sparse_annotations(train_s, cfg.data)
-    talk = not quiet and os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("RANK", "0") == "0"
+    rank0 = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("RANK", "0") == "0"
+    talk = not quiet and rank0
     if cfg.data.bootstrap == "classical":
         from .bootstrap import bootstrap_points
 
@@ -392,6 +407,7 @@ def train(cfg: Config, resume: str | Path | None = None, quiet: bool = False, ca
                                   n_train=len(train_s))  # fmt: skip
     except ValueError as e:  # a model setting its size does not take, or out of its range
         raise ConfigError(f"model: {e}") from None
+    init = _init_weights(module, cfg, classes) if t.init is not None and resume is None else None
     weights, bias = _click_weights(train_s, train_points, val_s, cfg, regions) if module.loss_fn.click_weights else (None, None)
     dm = PointDataModule(cfg, module.model.stride, train_s, val_s, train_points, regions, weights)
     if talk:
@@ -399,6 +415,9 @@ def train(cfg: Config, resume: str | Path | None = None, quiet: bool = False, ca
         print(f"sparsecell train: {len(train_s)} training / {len(val_s)} validation images ({len(classes)} classes), "
               f"model {cfg.model.size} ({n_par / 1e6:.2f} M parameters), loss {cfg.loss.name}, {t.epochs} epochs "
               f"-> {out}", flush=True)  # fmt: skip
+        if init is not None:
+            print(f"sparsecell train: fine-tuning from {t.init} (validation F1 {_num(init['val_f1'])}), "
+                  f"{t.epochs} epochs (train.init_epochs), a fresh optimiser", flush=True)  # fmt: skip
         if estimate is not None:
             print(f"sparsecell train: {estimate.text()}", flush=True)
         if weights is not None:
@@ -409,8 +428,84 @@ def train(cfg: Config, resume: str | Path | None = None, quiet: bool = False, ca
                   f"(median {np.median(w):.2f}; faint clicks weigh more{evidence})", flush=True)  # fmt: skip
     with _quiet_lightning():
         result = _fit(cfg, module, dm, out, ckpt_dir, resume, quiet, callbacks)
+    change = _round_change(init, result.best_checkpoint) if init is not None else None
+    if change is not None and talk:
+        print(f"sparsecell train: since {change['from']}: {_change_text(change)}", flush=True)
+    if rank0:
+        _write_summary(out, result, change, module.lineage)
     return dataclasses.replace(result, keep_estimate=estimate.share if estimate else None,
-                               click_bias=tuple(bias) if bias is not None else None)
+                               click_bias=tuple(bias) if bias is not None else None, change=change)
+
+
+def _write_summary(out: Path, result: TrainResult, change: dict | None, lineage: list[dict]) -> None:
+    """``OUT/summary.json``: the best checkpoint's validation scores, and for a fine-tuning
+    run their change since the model it started from, with its lineage."""
+    from ..formats.fileio import write_json
+    from ..inference.checkpoint import read_checkpoint
+
+    ck = read_checkpoint(result.best_checkpoint) if result.best_checkpoint.is_file() else None
+    write_json({"best_checkpoint": str(result.best_checkpoint), "val_f1": ck.val_f1 if ck else None,
+                "threshold": result.threshold, "val_ki67_mae": ck.index_mae if ck else None,
+                "val_ki67_rmse": ck.index_error if ck else None, "change": change, "lineage": lineage}, out / "summary.json")  # fmt: skip
+
+
+def _num(v, fmt: str = ".3f") -> str:
+    return "not measured" if v is None else format(v, fmt)
+
+
+def _init_weights(module: "SparseCellModule", cfg: Config, classes: Sequence[str]) -> dict:
+    """Start ``module`` from ``train.init``'s weights (the optimiser starts fresh).
+
+    The checkpoint must be a ``.ckpt`` of the same classes, resolution (``eval.mpp``) and
+    model; anything else is a one-line :class:`~sparsecell.errors.ConfigError`. Returns
+    its lineage entry (path, epoch, validation F1 and index error), which joins the
+    lineage every checkpoint of this run records.
+    """
+    from ..inference.checkpoint import read_checkpoint
+
+    path = Path(cfg.train.init)
+    if path.suffix.lower() == ".onnx":
+        raise ConfigError(f"{path}: an ONNX export cannot be fine-tuned; give train.init (--init) the .ckpt it was exported from")
+    ck = read_checkpoint(path)
+    if tuple(ck.classes) != tuple(classes):
+        raise ConfigError(f"{path}: trained for classes {list(ck.classes)}, this run's data has {list(classes)}; "
+                          "--init takes a model of the same classes")  # fmt: skip
+    if ck.config.eval.mpp != cfg.eval.mpp:
+        raise ConfigError(f"{path}: trained at eval.mpp = {ck.config.eval.mpp}, this run asks for {cfg.eval.mpp}; "
+                          "--init takes a model of the same resolution")  # fmt: skip
+    was, now = ck.config.model, cfg.model
+    if (was.size, was.overrides()) != (now.size, now.overrides()):
+        raise ConfigError(f"{path}: a {was.size} model {was.overrides() or ''}, this run builds {now.size} "
+                          f"{now.overrides() or ''}; --init takes the same model (model.* settings)".replace("  ", " "))  # fmt: skip
+    try:
+        module.model.load_state_dict(ck.model_state())
+    except RuntimeError as e:
+        raise ConfigError(f"{path}: its weights do not fit this model ({str(e).splitlines()[0]})") from None
+    entry = {"checkpoint": str(path.resolve()), "epoch": ck.epoch, "val_f1": ck.val_f1,
+             "val_ki67_mae": ck.index_mae, "classes": list(ck.classes)}  # fmt: skip
+    module.lineage = [dict(e) for e in ck.lineage] + [entry]
+    return entry
+
+
+def _round_change(init: dict, best: Path) -> dict:
+    """Validation F1 and Ki-67 index error of the fine-tuned model against its start's."""
+    from ..inference.checkpoint import read_checkpoint
+
+    ck = read_checkpoint(best) if Path(best).is_file() else None
+    return {"from": init["checkpoint"], "val_f1": [init["val_f1"], ck.val_f1 if ck else None],
+            "val_ki67_mae": [init["val_ki67_mae"], ck.index_mae if ck else None]}  # fmt: skip
+
+
+def _change_text(change: dict) -> str:
+    """``validation F1 0.712 (+0.031), Ki-67 index error 4.1 points (-1.2)``."""
+    parts = []
+    for key, name, fmt, unit in (("val_f1", "validation F1", ".3f", ""), ("val_ki67_mae", "Ki-67 index error", ".1f", " points")):
+        then, now = change[key]
+        if now is None:
+            continue
+        delta = f" ({now - then:+{fmt}} since then)" if then is not None else ""
+        parts.append(f"{name} {now:{fmt}}{unit}{delta}")
+    return ", ".join(parts) or "no validation score to compare"
 
 
 def _click_weights(train_s: Sequence[Sample], train_points: Sequence[Points], val_s: Sequence[Sample], cfg: Config,

@@ -1,0 +1,1 @@
+"""Annotate next: where the pathologist should click (``sparsecell suggest``)."""
