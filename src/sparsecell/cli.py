@@ -35,6 +35,10 @@ EXAMPLES = {
                      "  sparsecell predict classical.json slides/ --out results/\n"
                      "  sparsecell predict --classical slide.svs --out results/   # its default settings, no fit",
     "export": "example:\n  sparsecell export runs/demo/pu_sar/checkpoints/best.ckpt model.onnx\n  sparsecell predict model.onnx slides/ --out results/",
+    "suggest": "examples (the annotate-next loop):\n"
+               "  sparsecell suggest runs/r0/checkpoints/best.ckpt my_slides/ --out next/ --regions 10\n"
+               "  # in QuPath: import next/S1.geojson, click every tumour cell in each square, export S1.geojson\n"
+               "  sparsecell train my_slides.yaml --init runs/r0/checkpoints/best.ckpt --out runs/r1",
     "demo": "example:\n  sparsecell demo            # synthetic IHC tiles, 25% of the labels: pu_sar (the default) vs ce, const, sel_sfl, pu\n"
             "  sparsecell demo --quick    # the same in about a minute, for a first look",
 }
@@ -90,10 +94,32 @@ def cmd_train(args) -> int:
         overrides.append(f"train.out_dir={args.out}")
     if args.init:
         overrides.append(f"train.init={args.init}")
+    if args.bootstrap:
+        overrides.append(f"data.bootstrap={args.bootstrap}")
     cfg = load_config(config, overrides)
     r = train(cfg, resume=args.resume)
     print(f"best validation F1 {r.val_f1:.3f} at threshold {r.threshold:g}")
     print(f"wrote {r.best_checkpoint} (best), {r.last_checkpoint} (last), {r.out_dir / 'config.yaml'}; logs in {r.out_dir / 'logs'}")
+    return 0
+
+
+def cmd_suggest(args) -> int:
+    from .annotate.suggest import SuggestRun, suggest
+    from .errors import CheckpointError
+    from .inference.detector import Detector
+    from .slides.pipeline import slide_inputs
+
+    if Path(args.checkpoint).suffix.lower() == ".onnx":
+        raise CheckpointError(f"{args.checkpoint}: an ONNX export; suggest needs the .ckpt it was exported from (its node embeddings)")
+    det = Detector.from_checkpoint(args.checkpoint, device=args.device)
+    slides = slide_inputs(args.inputs)
+    run = SuggestRun(regions=args.regions, size_um=args.size_um, strategy=args.strategy, cells=args.cells,
+                     tta=args.tta or args.strategy == "disagree",
+                     mpp=args.mpp, overwrite=args.overwrite)  # fmt: skip
+    rows = suggest(det, slides, Path(args.out), run, log=lambda m: print(f"sparsecell suggest: {m}", flush=True))
+    print(f"wrote {len(rows)} suggestions for {len(slides)} slide(s) to {args.out} (one GeoJSON and overview per slide, "
+          "suggestions.csv): import each GeoJSON into QuPath, click every tumour cell in each square, export, and train "
+          f"with --init {args.checkpoint}")  # fmt: skip
     return 0
 
 
@@ -463,9 +489,31 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--method", metavar="NAME", help="training method (default pu_sar; see below): the same as loss.name=NAME")
     t.add_argument("--out", help="output folder (train.out_dir)")
     t.add_argument("--resume", nargs="?", const="last", help="continue from a checkpoint (default: OUT/checkpoints/last.ckpt)")
+    t.add_argument("--bootstrap", choices=RULES["data.bootstrap"], help="classical: the training-free peer's detections "
+                   "(fitted on validation) join the clicks as labels; with few clicks it lifts pu_sar to the peer (data.bootstrap)")
     t.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights (fine-tuning after a round of "
                    "annotation: same classes and resolution; train.init_epochs epochs, default 8; train.init)")
     t.set_defaults(func=cmd_train)
+
+    from .annotate.acquire import DEFAULT_STRATEGY, STRATEGIES
+    from .annotate.suggest import DEFAULT_SIZE_UM
+
+    g = sub.add_parser("suggest", help="the regions of each slide to annotate next (QuPath GeoJSON, CSV, overview)",
+                       epilog=EXAMPLES["suggest"], formatter_class=fmt)  # fmt: skip
+    g.add_argument("checkpoint", help="the last round's checkpoint (.ckpt)")
+    g.add_argument("inputs", nargs="+", help="slides or images, folders of them, globs or @list.txt; a QuPath GeoJSON "
+                   "beside a slide gives the regions already annotated (never suggested again) and the clicks")
+    g.add_argument("--out", required=True, help="output folder")
+    g.add_argument("--regions", type=_count(1), default=10, help="regions to suggest per slide (default 10)")
+    g.add_argument("--size-um", type=POSITIVE, default=DEFAULT_SIZE_UM, help=f"side of a suggested square, um (default {DEFAULT_SIZE_UM:g})")
+    g.add_argument("--strategy", choices=STRATEGIES, default=DEFAULT_STRATEGY,
+                   help=f"how to choose (default {DEFAULT_STRATEGY}: uncertain and unlike what is annotated; see docs/evidence.md)")
+    g.add_argument("--cells", action="store_true", help="also the model's undecided cells inside each square, as points to confirm")
+    g.add_argument("--tta", action="store_true", help="describe squares under flips and a transpose too (4 passes; needed by --strategy disagree)")
+    g.add_argument("--mpp", type=POSITIVE, help="the slides' resolution in um/px where the files record none")
+    g.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    g.add_argument("--overwrite", action="store_true", help="replace output files that exist")
+    g.set_defaults(func=cmd_suggest)
 
     e = sub.add_parser("evaluate", help="P/R/F1 of a checkpoint on annotated data", epilog=EXAMPLES["evaluate"], formatter_class=fmt)
     e.add_argument("checkpoint")

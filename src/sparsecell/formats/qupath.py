@@ -592,7 +592,8 @@ def _is_number(v) -> bool:
 def check_qupath_shape(feature: dict) -> list[str]:
     """Problems that would make QuPath import ``feature`` other than as we mean it
     (empty when fine). Anything but an annotation is checked as a detection: a Point
-    geometry and a measurements map; annotations need a Polygon with closed rings."""
+    geometry and a measurements map; annotations need a Polygon with closed rings (or,
+    for points, a MultiPoint of finite pairs)."""
     if not isinstance(feature, dict):
         return ["feature is not an object"]
     problems = []
@@ -638,6 +639,10 @@ def check_qupath_shape(feature: dict) -> list[str]:
     if otype != "annotation":
         if gtype != "Point" or not (isinstance(coords, list) and len(coords) == 2 and all(_is_number(v) for v in coords)):
             problems.append("geometry is not a Point with 2 finite numbers")
+    elif gtype == "MultiPoint":  # a points annotation (QuPath's Points tool)
+        if not (isinstance(coords, list) and coords and all(isinstance(p, list) and len(p) == 2 and all(_is_number(v) for v in p)
+                                                            for p in coords)):  # fmt: skip
+            problems.append("geometry is not a MultiPoint of finite (x, y) pairs")
     elif otype == "annotation":
         ok = gtype == "Polygon" and isinstance(coords, list) and bool(coords)
         for ring in coords if ok else []:
