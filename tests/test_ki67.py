@@ -109,3 +109,13 @@ def test_index_interval_is_wilson_widened_by_the_model_error_and_flags_cut_offs(
     lo, hi = index_interval(0, 10, index_error=30.0)[0]
     assert lo == 0.0 and 0 < hi <= 1
     assert "cell count only" in interval_basis(None) and "RMS 5.0" in interval_basis(5.0)
+
+
+def test_demo_table_shows_the_index_error_only_where_measured():
+    from sparsecell.report import results_table
+
+    base = {"precision": 0.5, "recall": 0.5, "f1": 0.5, "f1_per_image": 0.5, "ap": 0.4, "threshold": 0.3}
+    t = results_table({"pu_sar": {**base, "ki67_mae": 4.25}, "ce": base}, "pu_sar")
+    assert "Ki-67 index error (pp)" in t.splitlines()[0]
+    assert t.splitlines()[2].endswith("| 0.30 | 4.2 |") and t.splitlines()[3].endswith("| 0.30 | - |")
+    assert "Ki-67" not in results_table({"ce": base})

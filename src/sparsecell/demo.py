@@ -80,10 +80,14 @@ def run_demo(out: Path = Path("runs/demo"), quick: bool = False, methods=None) -
             "f1_per_image": a.f1_per_image, "ap": ev.ap, "f1_at_0.7": ev.f1_at[PAPER_THRESHOLD], "val_f1": r.val_f1,
             "train_seconds": round(time.time() - t0, 1), "keep_estimate": r.keep_estimate,
         }  # fmt: skip
+        if ev.ki67 is not None:  # Ki-67 tiles: the per-image index error, percentage points
+            k = ev.ki67.as_dict()
+            results["methods"][m].update({"ki67_mae": k["mae"], "ki67_bias": k["bias"], "ki67_within_5": k["within_5"]})
         detectors[m] = det
         est = f", clicked share estimated at {r.keep_estimate:.0%}" if r.keep_estimate is not None else ""
+        ki = f", Ki-67 index error {results['methods'][m]['ki67_mae']:.1f} points" if "ki67_mae" in results["methods"][m] else ""
         print(f"  {m:8s} test F1 {a.f1:.3f} (P {a.precision:.3f}, R {a.recall:.3f}) at threshold "
-              f"{det.threshold:g}, {time.time() - t0:.0f} s{est}", flush=True)  # fmt: skip
+              f"{det.threshold:g}{ki}, {time.time() - t0:.0f} s{est}", flush=True)  # fmt: skip
     # figures: overlays of one test tile per method, and the energy maps of the default method
     s0 = test[0]
     for m, det in detectors.items():

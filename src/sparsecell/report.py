@@ -83,15 +83,18 @@ def energy_figure(rows: Sequence[dict], path: str | Path, title: str = "") -> Pa
 
 
 def results_table(methods: dict[str, dict], default: str | None = None) -> str:
-    """A markdown table of precision/recall/F1 per method."""
+    """A markdown table of precision/recall/F1 per method (and the Ki-67 index error,
+    mean absolute per image in percentage points, where the methods have one)."""
+    ki = any("ki67_mae" in m for m in methods.values())
     lines = [
-        "| method | precision | recall | F1 (micro) | F1 (per image) | AP | threshold |",
-        "|---|---|---|---|---|---|---|",
+        "| method | precision | recall | F1 (micro) | F1 (per image) | AP | threshold |" + (" Ki-67 index error (pp) |" if ki else ""),
+        "|---|---|---|---|---|---|---|" + ("---|" if ki else ""),
     ]
     for name, m in methods.items():
         mark = " (default)" if name == default else ""
         lines.append(
             f"| {name}{mark} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | "
             f"{m.get('f1_per_image', float('nan')):.3f} | {m.get('ap', float('nan')):.3f} | {m['threshold']:.2f} |"
+            + ((f" {m['ki67_mae']:.1f} |" if "ki67_mae" in m else " - |") if ki else "")
         )
     return "\n".join(lines)
