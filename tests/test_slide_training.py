@@ -140,3 +140,36 @@ def test_train_on_slides_then_predict_them(tmp_path):
     assert s["tiles"]["total"] == 1  # 1024 x 512 px at the model's 0.5 um/px: one tile
     n = len(truth)
     assert 0.5 * n < s["cells"] < 1.5 * n, (s["cells"], n)  # a short training that learned to find the cells
+
+
+def test_suggested_regions_clicked_through_are_complete_training_regions(tmp_path):
+    """The annotate-next round trip: a square classed 'Annotate next' with clicks is a
+    complete training region (the loss is told); one with no click yet is left out; the
+    suggestion's proposed cells count only once reclassified."""
+    from sparsecell.config import DataConfig
+    from sparsecell.datasets import open_dataset
+    from sparsecell.training.crops import sparse_annotations
+
+    synthetic_slide(tmp_path)
+    doc = json.loads((tmp_path / "S1.geojson").read_text())
+    feats = doc["features"]
+    square = lambda x, y, s: [[x, y], [x + s, y], [x + s, y + s], [x, y + s], [x, y]]  # noqa: E731
+    for k, (x, y) in enumerate([(0, 0), (1250, 0)]):  # the first over clicks of tile 0, the second on glass
+        feats.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [square(x, y, 200)]},
+                      "properties": {"objectType": "annotation", "name": f"Annotate next {k + 1}: uncertain",
+                                     "classification": {"name": "Annotate next", "color": [230, 160, 0]}}})  # fmt: skip
+    feats.append({"type": "Feature", "geometry": {"type": "MultiPoint", "coordinates": [[1300, 100], [1350, 150]]},
+                  "properties": {"objectType": "annotation",
+                                 "classification": {"names": ["Annotate next", "check"], "color": [255, 220, 0]}}})  # fmt: skip
+    # the square on glass holds only unconfirmed proposals: not clicked through yet
+    (tmp_path / "S1.geojson").write_text(json.dumps(doc))
+    with pytest.warns(UserWarning, match="1 suggested region\\(s\\) \\(class 'Annotate next'\\) hold no click yet"):
+        train = open_dataset("slides", tmp_path, "train", mpp=0.5)
+    samples = [train[i] for i in range(len(train))]
+    assert len(samples) == 4  # the three regions and the clicked-through square
+    done = [s for s in samples if s.complete]
+    assert len(done) == 1 and done[0].complete == ((0, 0, 100, 100),) and len(done[0].points) > 0
+    points, regions = sparse_annotations(samples, DataConfig(source="slides", already_sparse=True))
+    assert [len(r) for r in regions] == [1 if s.complete else 0 for s in samples]
+    _, none = sparse_annotations(samples, DataConfig(source="slides", already_sparse=True, regions_known=False))
+    assert none is None

@@ -89,6 +89,8 @@ def _known(slide_path: Path, classes: Sequence[str]):
     low = [c.lower() for c in classes]
     counts = np.zeros(len(classes), int)
     for name in ann.names:
+        if (name or "").strip().lower().startswith(NEXT_CLASS.lower()):
+            continue  # a proposed cell not confirmed yet
         last = (name or "").split(":")[-1].strip().lower()
         if last in low:
             counts[low.index(last)] += 1

@@ -113,6 +113,9 @@ class Sample:
     image: np.ndarray  # (H, W, 3) uint8 RGB
     points: Points
     image_id: str
+    #: boxes (x0, y0, x1, y1, px) of the image in which every cell was clicked (e.g. a
+    #: suggested region the user annotated through); the loss is told of them
+    complete: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,7 @@ class Item:
     annotation: Path
     read: Callable[[], Points]
     load_image: Callable[[], np.ndarray] | None = None
+    complete: bool = False  # every cell of the whole image was clicked (a complete training region)
 
     def image(self) -> np.ndarray:
         return self.load_image() if self.load_image is not None else read_image(self.image_path)
@@ -181,7 +185,8 @@ class PointDataset:
         image = it.image()
         h, w = image.shape[:2]
         self._sizes[j] = (w, h)
-        return Sample(image=image, points=self._checked(j, w, h), image_id=it.image_id)
+        return Sample(image=image, points=self._checked(j, w, h), image_id=it.image_id,
+                      complete=((0, 0, w, h),) if it.complete else ())  # fmt: skip
 
     def __iter__(self) -> Iterator[Sample]:
         for j in range(len(self)):

@@ -14,7 +14,12 @@ objects as GeoJSON``), named after the slide: ``S1.svs`` with ``S1.geojson`` (or
   means "I looked here and there is no tumour cell". Exhaustive regions are the
   validation split (threshold, checkpoint, the clicked-share estimate), so draw at
   least one; the other regions are the training split;
-- regions of class ``Ignore*`` are never read, and points inside them are dropped.
+- regions of class ``Ignore*`` are never read, and points inside them are dropped;
+- a training region of class **Complete** (or a square ``sparsecell suggest`` proposed,
+  class ``Annotate next``, once it holds a click) is one where *every* tumour cell was
+  clicked: the loss is told so (no cell there is unclicked). A suggested square with no
+  click yet is left out; its proposed cells (class ``Annotate next: check``) count only
+  once reclassified as a tumour class.
 
 A slide whose file records no resolution (or a wrong one) takes it from **mpp.csv** in
 the folder: a header ``slide,mpp`` and one line per such slide (``S1.tif,0.25``: its file
@@ -111,6 +116,12 @@ def is_exhaustive(region) -> bool:
     return any("exhaustive" in (t or "").lower() for t in (region.classification, region.name))
 
 
+def is_complete(region) -> bool:
+    """A training region in which every tumour cell was clicked: class or name ``Complete``,
+    or a square ``sparsecell suggest`` proposed (class ``Annotate next``) that holds clicks."""
+    return any(w in (t or "").lower() for t in (region.classification, region.name) for w in ("complete", "annotate next"))
+
+
 def _is_ignore(region) -> bool:
     return (region.classification or "").lower().startswith("ignore")
 
@@ -123,6 +134,19 @@ def annotation_file(slide: Path) -> Path | None:
             if p.is_file():
                 return p
     return None
+
+
+def _confirmed(names) -> np.ndarray:
+    """Which points are clicks: not the candidate cells a suggestion file proposed
+    (class ``Annotate next: check``) and the user left unconfirmed (reclassifying one as
+    a tumour class confirms it)."""
+    return np.array([not (n or "").strip().lower().startswith("annotate next") for n in names], bool)
+
+
+def _is_rectangle(region) -> bool:
+    """One axis-aligned rectangle (its area that of its bounds): its window is all region."""
+    x0, y0, x1, y1 = region.bounds
+    return len(region.polygons) == 1 and region.area >= 0.99 * (x1 - x0) * (y1 - y0)
 
 
 def _slides_in(root: Path) -> list[Path]:
@@ -211,6 +235,7 @@ def _window_points(annotation: str, region_index: int, box, scale: float, classe
     y = (xy[:, 1] - box[1] + 0.5) / scale - 0.5
     keep = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
     keep &= reg.contains(xy) if len(xy) else keep
+    keep &= _confirmed(ann.names)
     for k, other in enumerate(ann.regions):  # Ignore* regions win over every other
         if _is_ignore(other) and len(xy):
             keep &= ~other.contains(xy)
@@ -232,7 +257,7 @@ def dataset(root: str | Path, split: str = "train", classes=None, mpp: float | N
     classes = tuple(classes) if classes else ("positive", "negative")
     root = Path(root)
     items = []
-    outside = 0
+    outside = untouched = 0
     slides = _slides_in(root)
     given = slide_mpps(root, slides)
     for sp in slides:
@@ -252,14 +277,23 @@ def dataset(root: str | Path, split: str = "train", classes=None, mpp: float | N
         for k, reg in enumerate(ann.regions):
             if _is_ignore(reg) or is_exhaustive(reg) != (split == "validation"):
                 continue
+            complete = split == "train" and is_complete(reg) and _is_rectangle(reg)
+            if (complete and "complete" not in f"{reg.classification} {reg.name}".lower()
+                    and not (reg.contains(ann.xy) & _confirmed(ann.names)).any()):  # fmt: skip
+                untouched += 1  # a suggestion not annotated yet: neither complete nor a training region
+                continue
             for j, box in enumerate(_windows(reg.bounds, scale, window, W0, H0)):
                 iid = f"{sp.stem}#r{k}" + (f"w{j}" if j else "")
                 items.append(Item(iid, sp, ann_path,
                                   functools.partial(_window_points, str(ann_path), k, box, scale, classes),
                                   functools.partial(_window_image, str(sp), box, scale,
-                                                    k if split == "validation" else None, str(ann_path), backend)))  # fmt: skip
+                                                    k if split == "validation" else None, str(ann_path), backend),
+                                  complete))  # fmt: skip
     if outside:
         warnings.warn(f"{root}: {outside} clicked points lie outside every region and were ignored")
+    if untouched:
+        warnings.warn(f"{root}: {untouched} suggested region(s) (class 'Annotate next') hold no click yet and were left "
+                      "out; click every tumour cell in them, or class one 'Complete' to say it has none")  # fmt: skip
     if not items:
         what = "exhaustive regions (class 'Exhaustive')" if split == "validation" else "region annotations"
         raise AnnotationError(f"{root}: the slides' QuPath exports hold no {what} for the {split} split")

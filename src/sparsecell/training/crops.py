@@ -42,7 +42,8 @@ def sparse_annotations(samples: Sequence["Sample"], data: "DataConfig") -> tuple
         points = [s.points.subset(in_boxes(s.points, boxes)) for s, boxes in zip(samples, regions)]
         return points, (regions if data.regions_known else None)
     if data.already_sparse or data.keep >= 1.0:
-        return [s.points for s in samples], None
+        known = data.regions_known and any(s.complete for s in samples)  # e.g. suggested regions clicked through
+        return [s.points for s in samples], ([[tuple(b) for b in s.complete] for s in samples] if known else None)
     points, regions = [], []
     for i, s in enumerate(samples):
         seed = data.sparse_seed * 1_000_003 + i
