@@ -128,6 +128,8 @@ class _Boom:
 
 def _cases() -> list[Case]:
     T = lambda *ov: (lambda w: ["train", *TINY, f"train.out_dir={w / 'runs' / 'r'}", *ov])  # noqa: E731
+    S = lambda *a: (lambda w: ["suggest", str(w / ("m.onnx" if "m.onnx" in a else "inputs/model.ckpt")),  # noqa: E731
+                               *[str(w / x) if x.endswith(".svs") else x for x in a if x != "m.onnx"], "--out", str(w / "next")])
     P = lambda *a: (lambda w: ["predict", str(w / "inputs" / "model.ckpt"), *[str(w / x) if "/" in x else x for x in a]])  # noqa: E731
     E = lambda *a: (lambda w: ["evaluate", str(w / "inputs" / "model.ckpt"), *[str(w / x) if "/" in x else x for x in a]])  # noqa: E731
     no_pwn = lambda w, p: "code in a pickle ran" if (w / "pwned").exists() else None  # noqa: E731
@@ -238,6 +240,28 @@ def _cases() -> list[Case]:
           ]],
         Case("slides", "a checkpoint without a resolution and no `--model-mpp`",
              lambda w: ["predict", str(w / "inputs" / "model.ckpt"), str(w / "ok.svs"), "--out", str(w / "os")], setup=_slide("ok.svs")),
+        # annotate next: suggest and --init
+        *[Case("annotate", what, S(*a), setup=setup,
+               check=lambda w, p: "suggestions written" if (w / "next").exists() else None)
+          for what, a, setup in [
+              ("`suggest` on a slide without tissue", ["glass.svs"], _slide("glass.svs", damage="glass")),
+              ("`suggest` asked for more regions than fit", ["ok.svs", "--regions", "5000"], _slide("ok.svs")),
+              ("`suggest` squares larger than the slide", ["ok.svs", "--size-um", "5000"], _slide("ok.svs")),
+              ("`suggest` on a slide without a resolution", ["nompp.svs"], _slide("nompp.svs", mpp=None)),
+              ("`suggest` with an ONNX model", ["ok.svs"], lambda w: (_slide("ok.svs")(w), _write("m.onnx", b"onnx?")(w))),
+          ]],
+        Case("annotate", "`suggest` into a folder that holds suggestions, no `--overwrite`",
+             lambda w: ["suggest", str(w / "inputs" / "model.ckpt"), str(w / "ok.svs"), "--out", str(w / "inputs" / "next")],
+             setup=lambda w: (_slide("ok.svs")(w), _write("inputs/next/suggestions.csv", "rank\n")(w))),
+        Case("annotate", "`train --init` from an ONNX export", T("--init", "m.onnx"), setup=_write("m.onnx", b"onnx?")),
+        Case("annotate", "`train --init` from a checkpoint that does not exist", T("--init", "none.ckpt")),
+        Case("annotate", "`train --init` from a model of another size", lambda w: ["train", *TINY, "model.size=unet_cpu",
+             f"train.out_dir={w / 'runs' / 'r'}", "--init", str(w / "inputs" / "model.ckpt")],  # fmt: skip
+             check=lambda w, p: "checkpoints written" if (w / "runs" / "r" / "checkpoints").exists() else None),
+        Case("annotate", "`train --init` from the last round (fine-tuning)", lambda w: ["train", *TINY, f"train.out_dir={w / 'runs' / 'r1'}",
+             "--init", str(w / "inputs" / "model.ckpt")], expect="ok",  # fmt: skip
+             check=lambda w, p: None if (w / "runs" / "r1" / "summary.json").is_file() and "since" in p.stdout + p.stderr
+             else "no summary.json or no change since the last round"),
     ]
     return cases
 
@@ -249,7 +273,7 @@ def _slide(name: str, mpp: float | None = 0.5, damage: str | None = None) -> Cal
         sys.path.insert(0, str(ROOT / "tests"))
         from slide_fixtures import blob_image, corrupt_tile, truncate, write_svs, write_tiff
 
-        img = blob_image(640, 480)
+        img = np.full((480, 640, 3), 250, np.uint8) if damage == "glass" else blob_image(640, 480)
         if damage == "dpi":
             write_tiff(work / name, img)
             return

@@ -169,6 +169,37 @@ def _overview_png(thumb: np.ndarray, ds: float, picks, path: Path) -> None:
     plt.close(fig)
 
 
+#: Squares are described in tiles of about this many model px a side: one model pass each.
+TILE_PX = 1024
+
+
+def _describe_tiled(detector, slide, boxes0: np.ndarray, side0: float, side_m: int, scale: float, tta: bool) -> list[Candidate]:
+    """Every candidate square described, the squares grouped in tiles of whole squares
+    (about :data:`TILE_PX` model px a side) read and run once each: one pass of the
+    model over the candidate tissue (four with ``tta``). ``Candidate.image`` is the
+    square's index in ``boxes0``."""
+    per = max(1, TILE_PX // side_m)  # squares per tile side
+    gx = np.floor((boxes0[:, 0] - boxes0[:, 0].min()) / side0 + 0.5).astype(int)
+    gy = np.floor((boxes0[:, 1] - boxes0[:, 1].min()) / side0 + 0.5).astype(int)
+    ox, oy = boxes0[:, 0].min(), boxes0[:, 1].min()
+    out: list[Candidate | None] = [None] * len(boxes0)
+    tiles: dict[tuple[int, int], list[int]] = {}
+    for k, key in enumerate(zip(gx // per, gy // per)):
+        tiles.setdefault(key, []).append(k)
+    for (tx, ty), ks in tiles.items():
+        cx0, cy0 = min(gx[k] for k in ks), min(gy[k] for k in ks)
+        cx1, cy1 = max(gx[k] for k in ks) + 1, max(gy[k] for k in ks) + 1
+        box = (ox + cx0 * side0, oy + cy0 * side0, ox + cx1 * side0, oy + cy1 * side0)
+        img = slide.read(box, ((cx1 - cx0) * side_m, (cy1 - cy0) * side_m))
+        local = [((gx[k] - cx0) * side_m, (gy[k] - cy0) * side_m, (gx[k] - cx0 + 1) * side_m, (gy[k] - cy0 + 1) * side_m) for k in ks]
+        for k, c in zip(ks, describe_regions(detector, img, local, 0, tta=tta)):
+            x0, y0 = local[ks.index(k)][:2]
+            c.image = k
+            c.uncertain_xy = c.uncertain_xy - np.array([x0, y0], float)  # in the square's own model px
+            out[k] = c
+    return [c for c in out if c is not None]
+
+
 def _suggest_one(detector, path: Path, run: SuggestRun, log) -> tuple[list[dict], np.ndarray, float]:
     from ..slides.pipeline import _one_line
     from ..slides.reader import open_slide
@@ -207,10 +238,7 @@ def _suggest_one(detector, path: Path, run: SuggestRun, log) -> tuple[list[dict]
             keep = np.random.default_rng(run.seed).choice(len(boxes0), MAX_CANDIDATES, replace=False)
             boxes0 = boxes0[np.sort(keep)]
             log(f"{path.name}: {MAX_CANDIDATES} of the candidate squares described (a random subset)")
-        cands: list[Candidate] = []
-        for k, b in enumerate(boxes0):
-            img = slide.read(tuple(float(v) for v in b), (side_m, side_m))
-            cands += describe_regions(detector, img, [(0, 0, side_m, side_m)], k, tta=run.tta)
+        cands = _describe_tiled(detector, slide, boxes0, side0, side_m, scale, run.tta)
         emb_known = []
         for b in known:
             w, h = (b[2] - b[0]) / scale, (b[3] - b[1]) / scale
