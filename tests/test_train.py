@@ -58,7 +58,9 @@ def test_train_reload_predict_evaluate_and_cli_outputs(tmp_path):
 
     # CLI predict: CSV + GeoJSON the readers read back, overlay, summary with the Ki-67 index
     save_png(img, tmp_path / "tile.png")
-    rc = main(["predict", str(r.best_checkpoint), str(tmp_path / "tile.png"), "--out", str(tmp_path / "pred"), "--threshold", "0.01", "--device", "cpu"])
+    # (--engine torch: the cells must be det.predict's exactly; onnxruntime's parity is test_export's, within tolerance)
+    rc = main(["predict", str(r.best_checkpoint), str(tmp_path / "tile.png"), "--out", str(tmp_path / "pred"), "--threshold", "0.01",
+               "--device", "cpu", "--engine", "torch"])  # fmt: skip
     assert rc == 0
     want = det.predict(img, threshold=0.01)
     for back in (read_csv(tmp_path / "pred" / "tile.csv", det.classes), read_geojson(tmp_path / "pred" / "tile.geojson", det.classes)):
