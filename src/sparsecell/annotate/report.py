@@ -115,6 +115,7 @@ def annotate_report(doc: Mapping) -> str:
     for ds in sorted({r["dataset"] for r in doc.get("rows", [])}):
         full = doc.get("full_f1", {}).get(ds)
         sm = summary(doc, ds)
+        va = summary(doc, ds, "val_f1")  # the same area on the validation images: what chooses the default
         ki = summary(doc, ds, "ki67_mae") if any(r.get("ki67_mae") is not None for r in doc["rows"] if r["dataset"] == ds) else {}
         n = max((len(v["reach"]) for v in sm.values()), default=0)
         start = [r for r in doc["rows"] if r["dataset"] == ds and r["strategy"] == "start"]
@@ -123,20 +124,21 @@ def annotate_report(doc: Mapping) -> str:
                   f"(mean of {len(start)} seeds). Full-label F1: {'not measured' if full is None else f'{full:.3f}'} "
                   f"(target {'-' if full is None else f'{TARGET_SHARE * full:.3f}'}).", "",
                   "| strategy | final clicks | final F1 | area (mean F1) | area - random (95% CI, n) | seeds reaching the target (clicks) |"
-                  + (" final Ki-67 MAE (pp) |" if ki else ""),
-                  "|---|---|---|---|---|---|" + ("---|" if ki else "")]  # fmt: skip
+                  " validation area |" + (" final Ki-67 MAE (pp) |" if ki else ""),
+                  "|---|---|---|---|---|---|---|" + ("---|" if ki else "")]  # fmt: skip
         for s, v in sm.items():
             vr = v["vs_random"]
             vr = "-" if vr is None else f"{vr[0]:+.3f}" + (f" ± {vr[1]:.3f}" if vr[1] is not None else "") + f" (n={vr[2]})"
             reached = [c for c in v["reach"] if c is not None]
             reach = f"{len(reached)}/{len(v['reach'])}" + (f" ({np.mean(reached):.0f})" if reached else "")
-            row = f"| {s} | {v['clicks']:.0f} | {v['final']:.3f} | {v['area']:.3f} | {vr} | {reach} |"
+            val = f"{va[s]['area']:.3f}" if s in va and va[s]["area"] is not None else "-"
+            row = f"| {s} | {v['clicks']:.0f} | {v['final']:.3f} | {v['area']:.3f} | {vr} | {reach} | {val} |"
             if ki:
                 row += f" {ki[s]['final']:.1f} |" if s in ki and ki[s]["final"] is not None else " - |"
             lines.append(row)
         for s, rs in _once_rows(doc, ds).items():
             lines.append(f"| {s} (one round from scratch) | {np.mean([r['clicks'] for r in rs]):.0f} | "
-                         f"{np.mean([r['f1'] for r in rs]):.3f} | - | - | - |" + (
+                         f"{np.mean([r['f1'] for r in rs]):.3f} | - | - | - | - |" + (
                              f" {np.mean([r['ki67_mae'] for r in rs]):.1f} |" if ki else ""))  # fmt: skip
         lines += ["", f"({n} seeds.)", ""]
     return "\n".join(lines) + "\n"
