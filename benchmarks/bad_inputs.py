@@ -239,7 +239,8 @@ def _cases() -> list[Case]:
               ("a folder with no slide", ["empty/"], lambda w: (w / "empty").mkdir(exist_ok=True)),
           ]],
         Case("slides", "a checkpoint without a resolution and no `--model-mpp`",
-             lambda w: ["predict", str(w / "inputs" / "model.ckpt"), str(w / "ok.svs"), "--out", str(w / "os")], setup=_slide("ok.svs")),
+             lambda w: ["predict", str(w / "nompp.ckpt"), str(w / "ok.svs"), "--out", str(w / "os")],
+             setup=lambda w: (_slide("ok.svs")(w), _without_mpp(w / "inputs" / "model.ckpt", w / "nompp.ckpt"))),
         # annotate next: suggest and --init
         *[Case("annotate", what, S(*a), setup=setup,
                check=lambda w, p: "suggestions written" if (w / "next").exists() else None)
@@ -264,6 +265,16 @@ def _cases() -> list[Case]:
              else "no summary.json or no change since the last round"),
     ]
     return cases
+
+
+def _without_mpp(src: Path, dst: Path) -> None:
+    """A copy of a checkpoint whose config records no resolution (as one trained on images of unknown mpp)."""
+    import torch
+
+    ck = torch.load(src, map_location="cpu", weights_only=True)
+    ck["hyper_parameters"]["config"]["eval"]["mpp"] = None
+    ck["hyper_parameters"]["config"]["data"]["source"] = "folder"  # (synthetic tiles imply 0.5 um/px)
+    torch.save(ck, dst)
 
 
 def _slide(name: str, mpp: float | None = 0.5, damage: str | None = None) -> Callable[[Path], None]:

@@ -364,6 +364,9 @@ def _predict_slides(args) -> int:
     if _distributed()[0] == 0:
         cohort = write_cohort(out)
         log(f"wrote a folder per slide (cells.geojson.gz for QuPath, cells.csv.gz, summary.json, overview.png) and {cohort}")
+    if failures and len(paths) == 1:  # one slide: one line
+        print(f"sparsecell predict: {failures[0][1]} (status in {out / 'cohort.csv'})", file=sys.stderr)
+        return 1
     for _, reason in failures:
         print(f"sparsecell predict: failed: {reason}", file=sys.stderr)
     if failures:
