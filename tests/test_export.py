@@ -145,3 +145,19 @@ def test_predict_says_which_engine_ran(exported, tmp_path, capsys):
     assert f"model {ck}: onnxruntime on cpu" in capsys.readouterr().out
     assert main(["predict", str(ck), str(tmp_path / "a.png"), "--out", str(tmp_path / "p"), "--engine", "torch"]) == 0
     assert f"model {ck}: PyTorch on cpu" in capsys.readouterr().out
+
+
+def test_a_stain_input_model_trains_reloads_and_exports(tmp_path):
+    """model.stain_input travels with the checkpoint: the detector rebuilt from it and its
+    ONNX export (the deconvolution inside the graph) give the same heatmaps."""
+    from sparsecell.inference.detector import Detector
+    from sparsecell.inference.onnx import ONNX_TOLERANCE, export_onnx
+    from sparsecell.inference.load import load_detector
+
+    ck = train(load_config(None, TINY + ["eval.mpp=0.5", "model.stain_input=true", f"train.out_dir={tmp_path / 'run'}"]),
+               quiet=True).best_checkpoint  # fmt: skip
+    det = Detector.from_checkpoint(ck, device="cpu")
+    assert det.config.model.stain_input is True
+    onnx_det = load_detector(export_onnx(ck, tmp_path / "m.onnx", example_side=64))
+    img = np.random.default_rng(1).integers(0, 255, (80, 96, 3), dtype=np.uint8)
+    assert np.abs(det.heatmap(img) - onnx_det.heatmap(img)).max() < ONNX_TOLERANCE

@@ -83,3 +83,37 @@ def test_a_few_steps_on_a_synthetic_tile_lower_the_loss(name):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_stain_channels_are_scikit_images_colour_deconvolution():
+    """The fixed deconvolution in front of a stain-input model: RGB kept, then H, E, DAB
+    densities proportional to ``rgb2hed``'s (which uses natural logs of I / 255) where both are positive."""
+    import numpy as np
+    from skimage.color import rgb2hed
+    from skimage.data import immunohistochemistry
+
+    from sparsecell.models.detector import StainChannels
+
+    img = immunohistochemistry()[:96, :96]
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+    out = StainChannels()(x)
+    assert out.shape == (1, 6, 96, 96) and torch.equal(out[:, :3], x)
+    ours = out[0, 3:].permute(1, 2, 0).numpy()
+    ref = rgb2hed(img)
+    for c in (0, 2):  # haematoxylin and DAB: this image has no eosin
+        r = np.corrcoef(ours[..., c].ravel(), np.maximum(ref[..., c], 0).ravel())[0, 1]
+        assert r > 0.95, (c, r)
+    assert (ours >= 0).all()
+    white = torch.ones(1, 3, 16, 16)  # glass: no stain at all
+    assert StainChannels()(white)[:, 3:].abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("size", ["vig_cpu", "unet_cpu"])
+def test_stain_input_models_take_rgb_and_differ_from_rgb_only(size):
+    m = build_model(size, num_classes=2, stain_input=True).eval()
+    first = next(c for c in m.stem.modules() if isinstance(c, torch.nn.Conv2d))
+    assert first.in_channels == 6
+    with torch.no_grad():
+        out = m(torch.rand(1, 3, 64, 64) * 2 - 1)
+    assert out.logits.shape == (1, 3, 64, 64)
+    assert "stains.unmix" not in m.state_dict()  # fixed, rebuilt from the constants: not in checkpoints

@@ -78,6 +78,7 @@ class ModelConfig:
     depth: int | None = None
     stride: int | None = None
     skips: bool | None = None
+    stain_input: bool | None = None  # also feed the stains' optical densities (a fixed colour deconvolution) beside RGB
 
     def overrides(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "size" and v is not None}
