@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
+from .catalogue import DEFAULT_LOSS
+
 if TYPE_CHECKING:
     from .inference.detector import Detector
 
@@ -375,7 +377,8 @@ def default_pairs(rows: Sequence[dict]) -> list[dict]:
     ``pu``); ``pu`` (estimated prior)
     against ``pu_oracle`` (told the truth), and the region-aware methods against their
     blind twins (``*_noregions``); where the classical peer ran, every method against
-    it, in F1 and in the Ki-67 index error (``ki67_mae``). Only methods present in
+    it, in F1 and in the Ki-67 index error (``ki67_mae``), and the default's variants
+    (``pu_sar_*``) against it. Only methods present in
     ``rows`` take part, in :data:`METHODS` order."""
     methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
     pairs = [p for m in methods if m != "ce" for p in paired(rows, m, "ce")]
@@ -392,6 +395,9 @@ def default_pairs(rows: Sequence[dict]) -> list[dict]:
         pairs += [p for metric in ("f1", "ki67_mae") for m in methods if m not in ("ce", "classical")
                   for p in paired(rows, m, "classical", metric)]  # fmt: skip
         pairs += [p for p in paired(rows, "ce", "classical") + paired(rows, "ce", "classical", "ki67_mae")]
+        # the candidates for a default that beats the peer, each against the default it would replace
+        pairs += [p for metric in ("f1", "ki67_mae") for m in methods if m.startswith(f"{DEFAULT_LOSS}_")
+                  for p in paired(rows, m, DEFAULT_LOSS, metric)]  # fmt: skip
     return pairs
 
 
