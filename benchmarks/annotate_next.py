@@ -108,6 +108,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "annotate_next.json")
     ap.add_argument("--full-from", type=Path, default=ROOT / "benchmarks" / "results" / "ki67_classical.json")
     ap.add_argument("--append", action="store_true", help="add the new rows to those already in --out")
+    ap.add_argument("--reuse-start", action="store_true",
+                    help="with --append: take each seed's round-0 model from --work where an earlier run left it "
+                         "(to add strategies to a run) instead of training it again")
     ap.add_argument("--report", action="store_true", help="train nothing: rewrite the report and figure from --out")
     args = ap.parse_args()
     once = [] if args.once is None else (args.once or ["random", DEFAULT_STRATEGY])
@@ -145,8 +148,9 @@ def main() -> None:
                       f"{row['regions']:3d} regions {row['clicks']:5d} clicks F1 {row['f1']:.3f}{ki} "
                       f"({row['seconds']:.0f} s)", flush=True)  # fmt: skip
 
-            start = round0(setup, seed)
-            got = [start.row]
+            earlier = [r for r in rows if r["dataset"] == ds and r["seed"] == seed and r["strategy"] == "start"]
+            start = round0(setup, seed, reuse=earlier[0] if (args.reuse_start and earlier) else None)
+            got = [] if earlier and start.row is earlier[0] else [start.row]  # a reused round 0 is on record already
             log(start.row)
             for s in args.strategies:
                 got += run_strategy(setup, s, seed, start, log=log)

@@ -91,3 +91,6 @@ def test_simulated_loop_on_synthetic_tiles_learns_over_two_rounds(tmp_path):
     assert [r["round"] for r in rows] == [1, 2]
     assert start.row["clicks"] < rows[0]["clicks"] < rows[1]["clicks"]  # each round adds clicks
     assert rows[-1]["f1"] > start.row["f1"] + 0.05, (start.row["f1"], [r["f1"] for r in rows])
+    # adding a strategy to the run later takes the same round 0, not a new training
+    again = first_round(setup, 1, reuse=start.row)
+    assert again.row is start.row and again.checkpoint == start.checkpoint and again.chosen == start.chosen

@@ -16,13 +16,13 @@ from .config import Config, load_config
 from .formats.fileio import atomic_write_text
 from .catalogue import DEFAULT_LOSS
 
-__all__ = ["demo_config", "run_demo", "DEMO_METHODS"]
+__all__ = ["demo_overrides", "demo_config", "run_demo", "DEMO_METHODS"]
 
 DEMO_METHODS = ("ce", "const", "sel_sfl", "pu")
 
 
-def demo_config(method: str, out: Path, quick: bool = False) -> Config:
-    """The demo's training config for one method (same budget for every method)."""
+def demo_overrides(method: str, out: Path, quick: bool = False) -> list[str]:
+    """The demo's training settings for one method (same budget for every method)."""
     ov = [
         f"loss.name={method}",
         "data.keep=0.25",
@@ -40,7 +40,12 @@ def demo_config(method: str, out: Path, quick: bool = False) -> Config:
     ]
     if quick:
         ov += ["train.epochs=2", "train.val_every=1", "data.synthetic_train=4", "data.synthetic_val=2", "data.crops_per_image=2"]
-    return load_config(None, ov)
+    return ov
+
+
+def demo_config(method: str, out: Path, quick: bool = False) -> Config:
+    """The demo's training config for one method."""
+    return load_config(None, demo_overrides(method, out, quick))
 
 
 def run_demo(out: Path = Path("runs/demo"), quick: bool = False, methods=None) -> dict:

@@ -114,11 +114,16 @@ def _train(setup: LoopSetup, name: str, chosen, seed: int, init: Path | None) ->
     return r.best_checkpoint, row
 
 
-def round0(setup: LoopSetup, seed: int) -> Round0:
-    """``start`` squares at random, trained from scratch."""
+def round0(setup: LoopSetup, seed: int, reuse: dict | None = None) -> Round0:
+    """``start`` squares at random, trained from scratch. ``reuse``: the round-0 row of an
+    earlier run of the same loop whose checkpoint is still in ``setup.work``: that model
+    is taken instead of training it again (to add strategies to a run)."""
     pool = [(i, k) for i, b in enumerate(setup.boxes) for k in range(len(b))]
     rng = np.random.default_rng(seed)
     chosen = [pool[j] for j in rng.permutation(len(pool))[: setup.start]]
+    kept = sorted((setup.work / f"s{seed}_r0").glob("**/best.ckpt")) if reuse is not None else []
+    if kept and reuse.get("regions") == len(chosen):
+        return Round0(chosen, kept[0], reuse)
     ckpt, row = _train(setup, f"s{seed}_r0", chosen, seed, None)
     return Round0(chosen, ckpt, {**row, "round": 0, "strategy": "start", "seed": seed})
 
