@@ -26,6 +26,16 @@ def test_uncertainty_ranks_the_region_with_near_threshold_peaks_first():
     assert picks[0].rank == 1 and picks[0].reason == "uncertain"
 
 
+def test_per_click_weighs_uncertainty_by_the_clicks_a_region_costs():
+    """A crowded region with more undecided cells in all leads ``combined``; a sparse one
+    with more undecided cells per click leads ``per_click``."""
+    known = np.array([[0.0, 1.0]])  # both regions equally unlike what is annotated
+    cs = [cand(0, cells=(30.0,), unc=4.0, emb=(1.0, 0.0)), cand(1, cells=(1.0,), unc=1.5, emb=(1.0, 0.0))]
+    assert choose(cs, 1, "combined", annotated=known)[0].index == 0
+    assert choose(cs, 1, "per_click", annotated=known)[0].index == 1
+    assert choose(cs, 1, "per_click")[0].index == 1  # nothing annotated yet: the same order
+
+
 def test_cell_uncertainty_peaks_at_the_threshold_and_between_two_classes():
     heat = np.zeros((3, 8, 8), np.float32)
     heat[1, 2, 2], heat[2, 2, 2] = 0.5, 0.45  # a cell torn between the classes

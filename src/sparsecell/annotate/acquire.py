@@ -26,6 +26,9 @@ Strategies (:data:`STRATEGIES`) rank or pick a batch of ``n`` regions:
 - ``combined``: greedy, each next region the one with the largest product of its
   uncertainty (over the largest) and its embedding distance to every region annotated
   or chosen (over the largest): uncertain *and* unlike what is known;
+- ``per_click``: ``combined`` with each region's uncertainty divided by the clicks it
+  will cost (its predicted cells + 1): the most undecided cells per click, for a budget
+  counted in clicks (the other strategies favour crowded regions);
 - ``random``: uniformly at random; ``densest``: the most predicted cells (what a person
   tends to pick). The baselines.
 """
@@ -43,7 +46,7 @@ from ..formats.points import Points
 __all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "REASONS", "Candidate", "Choice", "grid_boxes", "image_maps",
            "describe_regions", "choose"]  # fmt: skip
 
-STRATEGIES = ("combined", "uncertain", "disagree", "diverse", "balance", "random", "densest")
+STRATEGIES = ("combined", "per_click", "uncertain", "disagree", "diverse", "balance", "random", "densest")
 #: The strategy ``sparsecell suggest`` uses unless told (see docs/evidence.md, "Annotate next").
 DEFAULT_STRATEGY = "combined"
 #: Why a region was chosen, as its name in QuPath says.
@@ -240,15 +243,17 @@ def choose(candidates: Sequence[Candidate], n: int, strategy: str = DEFAULT_STRA
     emb = np.stack([c.embedding for c in candidates])
     known = np.asarray(annotated, float).reshape(-1, emb.shape[1]) if annotated is not None and len(annotated) else np.zeros((0, emb.shape[1]))
     unc = np.array([c.uncertainty for c in candidates], float)
+    if strategy == "per_click":  # undecided cells per click the region will cost
+        unc = unc / (cells + 1.0)
     unc = unc / unc.max() if unc.max() > 0 else np.ones(len(candidates))
     near = _dist(emb, known).min(1) if len(known) else np.full(len(candidates), np.inf)
     chosen: list[Choice] = []
     free = np.ones(len(candidates), bool)
     for k in range(n):
         if np.isinf(near).all():  # nothing known yet: start where the model sees most (uncertain) cells
-            start = cells * (unc if strategy == "combined" else 1.0)
+            start = unc if strategy == "per_click" else cells * (unc if strategy == "combined" else 1.0)
             i = int(np.argmax(np.where(free, start, -np.inf)))
-            s, why = float(start[i]), (REASONS["uncertain"] if strategy == "combined" else "many cells")
+            s, why = float(start[i]), ("many cells" if strategy == "diverse" else REASONS["uncertain"])
         else:
             d = np.where(free, near, -np.inf)
             dn = np.where(free, near, 0.0) / max(float(d[free].max()), 1e-12)
