@@ -510,7 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--regions", type=_count(1), default=10, help="regions to suggest per slide (default 10)")
     g.add_argument("--size-um", type=POSITIVE, default=DEFAULT_SIZE_UM, help=f"side of a suggested square, um (default {DEFAULT_SIZE_UM:g})")
     g.add_argument("--strategy", choices=STRATEGIES, default=DEFAULT_STRATEGY,
-                   help=f"how to choose (default {DEFAULT_STRATEGY}: uncertain and unlike what is annotated; see docs/evidence.md)")
+                   help=f"how to choose (default {DEFAULT_STRATEGY}; what each saved in simulated loops: docs/evidence.md, Annotate next)")
     g.add_argument("--cells", action="store_true", help="also the model's undecided cells inside each square, as points to confirm")
     g.add_argument("--tta", action="store_true", help="describe squares under flips and a transpose too (4 passes; needed by --strategy disagree)")
     g.add_argument("--mpp", type=POSITIVE, help="the slides' resolution in um/px where the files record none")
