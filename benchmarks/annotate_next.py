@@ -125,7 +125,7 @@ def main() -> None:
         cfg.update(environment())
         full = {**doc.get("full_f1", {}), **full_f1(args.full_from)}
         out = {"default_strategy": DEFAULT_STRATEGY, "full_f1": full, "config": cfg, "git_commit": _commit(),
-               "seconds": round(time.time() - started) + doc.get("seconds", 0) * bool(args.append), "rows": rows}  # fmt: skip
+               "seconds": round(time.time() - started) + doc.get("seconds", 0) * bool(args.append or args.report), "rows": rows}  # fmt: skip
         atomic_write_text(args.out, json.dumps(out, indent=1) + "\n")
         atomic_write_text(args.out.with_suffix(".md"), annotate_report(out))
         if rows:
