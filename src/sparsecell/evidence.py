@@ -90,8 +90,6 @@ METHODS: dict[str, list[str]] = {
     # stain-aware input: the optical densities of a fixed colour deconvolution beside RGB (model.stain_input)
     "pu_sar_od": ["loss.name=pu_sar", "model.stain_input=true"],
     "pu_sar_peer_od": ["loss.name=pu_sar", "data.bootstrap=classical", "model.stain_input=true"],
-    # more of the CPU budget: twice the epochs (BCData's probe: +0.05 for pu_sar at 40)
-    "pu_sar_peer_40ep": ["loss.name=pu_sar", "data.bootstrap=classical", "train.epochs=40"],
 }
 
 #: Roles of the methods whose role is not their loss's (see :func:`role`).
