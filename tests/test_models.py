@@ -109,7 +109,7 @@ def test_stain_channels_are_scikit_images_colour_deconvolution():
 
 
 @pytest.mark.parametrize("size", ["vig_cpu", "unet_cpu"])
-def test_stain_input_models_take_rgb_and_differ_from_rgb_only(size):
+def test_stain_input_models_take_rgb_and_widen_only_their_first_layer(size):
     m = build_model(size, num_classes=2, stain_input=True).eval()
     first = next(c for c in m.stem.modules() if isinstance(c, torch.nn.Conv2d))
     assert first.in_channels == 6

@@ -31,25 +31,22 @@ def _conv_bn_act(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.GELU())
 
 
-#: Ruifrok and Johnston's stain vectors (optical density per R, G, B) of haematoxylin,
-#: eosin and DAB, the matrix scikit-image's ``rgb2hed`` inverts.
-STAIN_VECTORS = ((0.65, 0.70, 0.29), (0.07, 0.99, 0.11), (0.27, 0.57, 0.78))
-
-
 class StainChannels(nn.Module):
     """A fixed colour deconvolution in front of the network: the model input (RGB scaled
     to [-1, 1]) with the optical densities of haematoxylin, eosin and DAB appended, so
     that a detector trained from a few hundred clicks need not learn the stains.
 
     Beer-Lambert: ``OD = -log10((I + 1) / 256)`` per channel (I in 0..255), then the
-    densities of the stains ``OD @ inv(STAIN_VECTORS)``, negative values (noise) set to 0.
-    Nothing is learnt; the module exports to ONNX like the rest.
+    densities of the stains ``OD @ hed_from_rgb`` (scikit-image's inverse of Ruifrok and
+    Johnston's stain vectors, the matrix ``rgb2hed`` and the classical peer use), negative
+    values (noise) set to 0. Nothing is learnt; the module exports to ONNX like the rest.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        m = torch.linalg.inv(torch.tensor(STAIN_VECTORS, dtype=torch.float64)).float()
-        self.register_buffer("unmix", m, persistent=False)  # (3 RGB, 3 stains)
+        from skimage.color import hed_from_rgb
+
+        self.register_buffer("unmix", torch.tensor(hed_from_rgb, dtype=torch.float32), persistent=False)  # (3 RGB, 3 stains)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, 6, H, W)
         intensity = (x + 1.0) * 127.5  # back to 0..255
