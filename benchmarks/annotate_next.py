@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from sparse_annotation import DATASETS, _commit, folder  # noqa: E402
 
 from sparsecell.annotate.acquire import DEFAULT_STRATEGY, STRATEGIES  # noqa: E402
-from sparsecell.annotate.simulate import LoopSetup, round0, run_once, run_strategy  # noqa: E402
+from sparsecell.annotate.simulate import SETTINGS, LoopSetup, round0, run_once, run_strategy  # noqa: E402
 from sparsecell.config import load_config  # noqa: E402
 from sparsecell.datasets import load_samples, open_dataset  # noqa: E402
 from sparsecell.datasets.bcdata import folds as bcdata_folds  # noqa: E402
@@ -64,9 +64,11 @@ def setup_for(args, ds: str, seed: int) -> tuple[LoopSetup, list[str]]:
     ov += list(args.set or [])
     train_s, _, _ = load_samples(load_config(None, ov + ["data.sparsity=region"]))
     side = args.region or REGION[ds]
-    return LoopSetup(ov, train_s, test, args.work / ds, region=side, start=args.start, per_round=args.per_round,
-                     rounds=args.rounds, epochs=args.epochs, init_epochs=args.init_epochs, device=args.device,
-                     tta="disagree" in args.strategies), ov  # fmt: skip
+    tag = ("" if args.setting == "exhaustive" else f"_{args.setting}") + ("_peer" if args.peer_start else "")
+    return LoopSetup(ov, train_s, test, args.work / f"{ds}{tag}", region=side, start=0 if args.peer_start else args.start,
+                     per_round=args.per_round, rounds=args.rounds, epochs=args.epochs, init_epochs=args.init_epochs,
+                     device=args.device, tta="disagree" in args.strategies, setting=args.setting,
+                     salient_keep=args.salient_keep, peer=args.peer_start), ov  # fmt: skip
 
 
 def full_f1(path: Path) -> dict:
@@ -92,6 +94,14 @@ def main() -> None:
     ap.add_argument("--region", type=int, default=None,
                     help="candidate square side, px (default: 128 on BCData's 640 px images, 125 on CRCHisto's 500 px: whole tiles)")
     ap.add_argument("--start", type=int, default=15, help="squares annotated in round 0, at random")
+    ap.add_argument("--setting", default="exhaustive", choices=list(SETTINGS),
+                    help="how the simulated pathologist clicks inside a chosen square: every cell; --salient-keep of "
+                         "them, the conspicuous ones first, the square not declared complete (salient) or still "
+                         "declared complete (salient_complete)")
+    ap.add_argument("--salient-keep", type=float, default=0.5, help="salient: the share of each square's cells clicked")
+    ap.add_argument("--peer-start", action="store_true",
+                    help="round 0 without a click: the classical peer's labels (fitted on validation), kept outside "
+                         "the clicked squares in every round")
     ap.add_argument("--per-round", type=int, default=30, help="squares added each round")
     ap.add_argument("--rounds", type=int, default=4, help="rounds after round 0")
     ap.add_argument("--epochs", type=int, default=20, help="round 0 (and --once) from scratch")
@@ -117,6 +127,7 @@ def main() -> None:
     doc = json.loads(args.out.read_text()) if (args.append or args.report) and args.out.is_file() else {}
     rows: list[dict] = doc.get("rows", [])
     started = time.time()
+    round0_tag = "peer" if args.peer_start else "clicks"
 
     def write() -> None:
         from sparsecell.formats.fileio import atomic_write_text
@@ -148,7 +159,8 @@ def main() -> None:
                       f"{row['regions']:3d} regions {row['clicks']:5d} clicks F1 {row['f1']:.3f}{ki} "
                       f"({row['seconds']:.0f} s)", flush=True)  # fmt: skip
 
-            earlier = [r for r in rows if r["dataset"] == ds and r["seed"] == seed and r["strategy"] == "start"]
+            earlier = [r for r in rows if r["dataset"] == ds and r["seed"] == seed and r["strategy"] == "start"
+                       and r.get("setting", "exhaustive") == args.setting and r.get("round0", "clicks") == round0_tag]
             start = round0(setup, seed, reuse=earlier[0] if (args.reuse_start and earlier) else None)
             got = [] if earlier and start.row is earlier[0] else [start.row]  # a reused round 0 is on record already
             log(start.row)
@@ -157,7 +169,7 @@ def main() -> None:
             for s in once:
                 got.append(run_once(setup, s, seed, start))
                 log(got[-1])
-            rows.extend({**r, "dataset": ds, "setting": "exhaustive"} for r in got)
+            rows.extend({**r, "dataset": ds, "setting": args.setting, "round0": round0_tag} for r in got)
             write()
     write()
     print(annotate_report({"default_strategy": DEFAULT_STRATEGY, "full_f1": full_f1(args.full_from), "rows": rows}))

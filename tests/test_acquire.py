@@ -129,3 +129,22 @@ def test_curve_area_and_clicks_to_target_by_hand():
     mean, half, n = sm["combined"]["vs_random"]
     assert n == 2 and mean == pytest.approx(0.075)  # half the final gain, averaged over the range
     assert sm["combined"]["reach"] == [None, pytest.approx(10 + 100 * (0.57 - 0.2) / 0.4)]
+
+
+def test_loop_gain_pairs_a_peer_round0_with_the_click_round0_over_the_common_clicks():
+    from sparsecell.annotate.report import annotate_report, loop_gain
+
+    rows = []
+    for s in (0, 1):
+        rows += [{"dataset": "d", "strategy": "start", "seed": s, "round": 0, "clicks": 100, "f1": 0.4},
+                 {"dataset": "d", "strategy": "random", "seed": s, "round": 1, "clicks": 300, "f1": 0.6},
+                 {"dataset": "d", "strategy": "start", "seed": s, "round": 0, "clicks": 0, "f1": 0.5, "round0": "peer"},
+                 {"dataset": "d", "strategy": "random", "seed": s, "round": 1, "clicks": 200, "f1": 0.6 + 0.1 * s,
+                  "round0": "peer"}]  # fmt: skip
+    rows = [{**r, "val_f1": r["f1"]} for r in rows]
+    gain = loop_gain({"rows": rows}, "d", ("exhaustive", "peer"), ("exhaustive", "clicks"))
+    # over 100-200 clicks (from the later round 0 to the smaller final budget) the click loop
+    # averages 0.45; the peer loop 0.575 on seed 0 (0.55 -> 0.6) and 0.65 on seed 1 (0.6 -> 0.7)
+    assert gain["random"][0] == pytest.approx((0.125 + 0.2) / 2) and gain["random"][2] == 2
+    text = annotate_report({"rows": rows, "default_strategy": "random"})
+    assert "round 0: the classical peer's labels" in text and "Round 0 from the peer against round 0 from clicks" in text

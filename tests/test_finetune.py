@@ -94,3 +94,28 @@ def test_simulated_loop_on_synthetic_tiles_learns_over_two_rounds(tmp_path):
     # adding a strategy to the run later takes the same round 0, not a new training
     again = first_round(setup, 1, reuse=start.row)
     assert again.row is start.row and again.checkpoint == start.checkpoint and again.chosen == start.chosen
+
+
+def test_simulated_loop_salient_clicking_and_a_peer_round0(tmp_path):
+    from sparsecell.annotate.simulate import LoopSetup, _clicks, round0 as first_round, run_strategy
+
+    base = ["data.synthetic_train=8", "data.synthetic_val=4", "data.synthetic_test=4", "data.synthetic_size=128",
+            "data.crop=64", "model.size=unet_cpu", "train.val_every=1", "train.lr=0.005"]  # fmt: skip
+    cfg = load_config(None, base)
+    train_s, _, _ = load_samples(cfg)
+    test = list(open_dataset("synthetic", None, "test", **dataset_options(cfg.data, "test")))
+    kw = dict(region=64, per_round=6, rounds=1, epochs=4, init_epochs=2)
+    sal = LoopSetup(base, train_s, test, tmp_path / "sal", start=4, setting="salient", salient_keep=0.5, **kw)
+    start = first_round(sal, 2)
+    every = _clicks(dataclasses.replace(sal, setting="exhaustive"), start.chosen).sum()
+    assert 0 < start.row["clicks"] < every  # about half of the squares' cells clicked
+    assert _clicks(dataclasses.replace(sal, setting="salient_complete"), start.chosen).sum() == start.row["clicks"]
+    rows = run_strategy(sal, "random", 2, start)
+    assert rows[0]["clicks"] > start.row["clicks"]
+    peer = LoopSetup(base, train_s, test, tmp_path / "peer", start=0, peer=True, **kw)
+    p0 = first_round(peer, 2)
+    assert p0.row["clicks"] == 0 and p0.row["regions"] == 0
+    print("peer round 0 F1", p0.row["f1"], "salient", start.row["f1"], rows[0]["f1"])
+    assert p0.row["f1"] > 0.3  # the peer's labels alone teach the model to find cells
+    with pytest.raises(ValueError, match="setting"):
+        LoopSetup(base, train_s, test, tmp_path, setting="lazy", **kw)

@@ -154,3 +154,25 @@ def test_salient_per_class_clicks_the_conspicuous_cells_of_every_class():
     within = sparsify(p, 0.2, seed=0, mode="salient", image=img, beta=4.0, per_class=True)
     assert np.bincount(overall.labels, minlength=2)[1] <= 2
     assert np.bincount(within.labels, minlength=2).tolist() == [10, 10]
+
+
+def test_clicks_in_boxes_salient_takes_each_boxs_dark_cells_and_keeps_earlier_boxes():
+    from sparsecell.training.targets import clicks_in_boxes
+
+    g = np.stack(np.meshgrid(np.arange(10, 200, 19), np.arange(10, 200, 19)), -1).reshape(-1, 2)[:100].astype(float)
+    p = Points(g, np.zeros(len(g), np.int64), ("tumour",))
+    img = _dark_image(p)  # darker with the point's index: rows of 10, the lower rows darker
+    top, bottom = (0, 0, 200, 49), (0, 105, 200, 200)  # 30 light cells, 50 dark ones
+    every = clicks_in_boxes(p, [top, bottom])
+    assert len(every) == 80
+    half = clicks_in_boxes(p, [top, bottom], 0.5, seed=1, mode="salient", image=img, beta=4.0, radius=2)
+    idx = np.array([int(np.flatnonzero((p.xy == q).all(1))[0]) for q in half.xy])
+    assert (idx < 30).sum() == 15 and (idx >= 50).sum() == 25  # half of each box, never fewer than one
+    assert np.mean(idx[idx < 30] >= 15) >= 0.8  # inside the light box, its darker cells first
+    # a box added later leaves the earlier box's clicks as they were
+    first = clicks_in_boxes(p, [top], 0.5, seed=1, mode="salient", image=img, beta=4.0, radius=2)
+    assert set(map(tuple, first.xy.tolist())) <= set(map(tuple, half.xy.tolist()))
+    one = clicks_in_boxes(p, [(0, 0, 20, 20)], 0.1, seed=0, mode="salient", image=img)
+    assert len(one) == 1  # a square with a cell gets at least one click
+    with pytest.raises(ValueError, match="needs the image"):
+        clicks_in_boxes(p, [top], 0.5, mode="salient")

@@ -45,9 +45,9 @@ class DataConfig:
     sparsity: str = "random"  # simulated clicking: random | salient | region (see targets.sparsify)
     salient_beta: float = 2.0  # salient: click chance proportional to exp(beta * z), z the standardised darkness
     region: int | None = None  # region: the side of the square regions, px (None: 128); setting it alone means region
-    regions_known: bool = True  # region: the loss is told where the annotated regions are (as a QuPath region is)
+    regions_known: bool = True  # region (or regions_json): the loss is told where the annotated regions are and that they are complete (as a QuPath region is)
     already_sparse: bool = False  # the labels are sparse already: keep them all
-    regions_json: str | None = None  # region: a JSON file {image_id: [[x0, y0, x1, y1], ...]}, the completely annotated regions per training image (annotate next)
+    regions_json: str | None = None  # a JSON file {image_id: [[x0, y0, x1, y1], ...]}: the regions clicked per training image (annotate next); sparsity region: every cell in them, salient: data.keep of each region's cells, conspicuous first
     bootstrap: str = "none"  # none | classical: add the classical peer's detections (fitted on validation) to the clicks
     sigma: float = 3.0  # Gaussian target width, px
     crop: int = 256  # training crop side, px (a multiple of the model stride)
@@ -63,9 +63,10 @@ class DataConfig:
     synthetic_seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.regions_json is not None and self.sparsity != "region":
-            raise ValueError(f"regions_json = {self.regions_json!r} is set but sparsity is {self.sparsity!r}; "
-                             "set data.sparsity=region")  # fmt: skip
+        if self.regions_json is not None and self.sparsity not in ("region", "salient"):
+            raise ValueError(f"regions_json = {self.regions_json!r} is set but sparsity is {self.sparsity!r}; set "
+                             "data.sparsity=region (every cell in the regions clicked) or salient (data.keep of each "
+                             "region's cells, conspicuous first)")  # fmt: skip
         if self.region is not None and self.region >= 1 and self.sparsity != "region":  # (an out-of-range side: the range check)
             raise ValueError(f"region = {self.region} is set but sparsity is {self.sparsity!r}; "
                              "set data.sparsity=region, or leave data.region empty")  # fmt: skip

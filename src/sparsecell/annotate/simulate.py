@@ -10,6 +10,18 @@ clicks so far (``train.init``). Validation images stay fully annotated and choos
 threshold and checkpoint as in every run; the test images score each round and choose
 nothing.
 
+``setting``: how the simulated pathologist clicks inside a chosen square.
+``exhaustive``: every cell (the region is declared complete to the loss, as a QuPath
+region is). ``salient``: ``salient_keep`` of each square's cells, the conspicuous ones
+first (:func:`~sparsecell.training.targets.clicks_in_boxes`): a pathologist who skips the
+faint cells and knows it; the squares are not declared complete. ``salient_complete``:
+the same clicks, the squares still declared complete (a suggested square clicked only
+in part and left in the export, which the slide reader takes as complete).
+
+``peer``: round 0 has no click at all: the classical peer's detections (fitted on the
+validation images) are the first labels (``data.bootstrap=classical``), and they stay
+as labels outside the clicked squares in every later round.
+
 ``once``: the same budget in one go: all the squares a strategy would have after the
 last round, chosen from the round-0 model at once (``random``: at random), trained from
 scratch with the round-0 schedule. Is the loop better than one big round?
@@ -29,7 +41,11 @@ import numpy as np
 from ..config import load_config
 from .acquire import choose, describe_regions, grid_boxes
 
-__all__ = ["LoopSetup", "Round0", "candidate_boxes", "round0", "run_strategy", "run_once"]
+__all__ = ["SETTINGS", "LoopSetup", "Round0", "candidate_boxes", "round0", "run_strategy", "run_once"]
+
+
+#: How the simulated pathologist clicks inside a chosen square (see the module).
+SETTINGS = ("exhaustive", "salient", "salient_complete")
 
 
 @dataclass
@@ -47,9 +63,14 @@ class LoopSetup:
     device: str = "cpu"
     tta: bool = False  # describe regions with the augmented passes (needed by ``disagree``)
     keep_checkpoints: bool = False
+    setting: str = "exhaustive"  # one of SETTINGS: how the cells inside a chosen square are clicked
+    salient_keep: float = 0.5  # salient: the share of each square's cells clicked
+    peer: bool = False  # round 0 from the classical peer's labels, no click
     boxes: list = field(default_factory=list)  # per training image, its candidate squares (filled in)
 
     def __post_init__(self) -> None:
+        if self.setting not in SETTINGS:
+            raise ValueError(f"setting must be one of {', '.join(SETTINGS)}, got {self.setting!r}")
         self.work = Path(self.work)
         if not self.boxes:
             self.boxes = candidate_boxes(self.train_samples, self.region)
@@ -73,15 +94,28 @@ def _regions_doc(setup: LoopSetup, chosen) -> dict:
     return doc
 
 
+def _setting_overrides(setup: LoopSetup) -> list[str]:
+    if setup.setting == "exhaustive":
+        ov = ["data.sparsity=region", "data.regions_known=true"]
+    else:
+        ov = ["data.sparsity=salient", f"data.keep={setup.salient_keep}",
+              f"data.regions_known={str(setup.setting == 'salient_complete').lower()}"]  # fmt: skip
+    return ov + (["data.bootstrap=classical"] if setup.peer else [])
+
+
 def _clicks(setup: LoopSetup, chosen) -> np.ndarray:
-    """Clicked cells per class: every cell inside the chosen squares."""
-    n_cls = setup.train_samples[0].points.num_classes
-    out = np.zeros(n_cls, int)
+    """Clicked cells per class inside the chosen squares, as training clicks them
+    (:func:`~sparsecell.training.crops.region_clicks`)."""
+    from ..training.crops import region_clicks
+
+    data = load_config(None, list(setup.overrides) + _setting_overrides(setup) + ["data.regions_json=x"]).data
+    by_image: dict[int, list] = {}
     for i, k in chosen:
-        p = setup.train_samples[i].points
-        x0, y0, x1, y1 = setup.boxes[i][k]
-        m = (p.xy[:, 0] >= x0) & (p.xy[:, 0] < x1) & (p.xy[:, 1] >= y0) & (p.xy[:, 1] < y1)
-        out += np.bincount(p.labels[m], minlength=n_cls)
+        by_image.setdefault(i, []).append(tuple(int(v) for v in setup.boxes[i][k]))
+    out = np.zeros(setup.train_samples[0].points.num_classes, int)
+    for i, boxes in by_image.items():
+        p = region_clicks(setup.train_samples[i], boxes, data, i)
+        out += np.bincount(p.labels, minlength=len(out))
     return out
 
 
@@ -95,9 +129,9 @@ def _train(setup: LoopSetup, name: str, chosen, seed: int, init: Path | None) ->
     out.mkdir(parents=True)
     regions = out / "regions.json"
     regions.write_text(json.dumps(_regions_doc(setup, chosen)))
-    ov = list(setup.overrides) + [f"data.regions_json={regions}", "data.sparsity=region", "data.regions_known=true",
-                                  f"train.out_dir={out}", f"train.seed={seed}", "train.progress_bar=false",
-                                  f"train.epochs={setup.epochs}", f"train.init_epochs={setup.init_epochs}"]  # fmt: skip
+    ov = list(setup.overrides) + _setting_overrides(setup) + [
+        f"data.regions_json={regions}", f"train.out_dir={out}", f"train.seed={seed}", "train.progress_bar=false",
+        f"train.epochs={setup.epochs}", f"train.init_epochs={setup.init_epochs}"]  # fmt: skip
     if init is not None:
         ov.append(f"train.init={init}")
     t0 = time.time()

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..formats.points import Points
 from ..models.inputs import to_tensor
-from .targets import in_boxes, region_boxes, sparsify
+from .targets import clicks_in_boxes, in_boxes, region_boxes, sparsify
 
 if TYPE_CHECKING:
     import torch
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ..config import DataConfig
     from ..datasets import Sample
 
-__all__ = ["sparse_points", "sparse_annotations", "augment", "CropDataset"]
+__all__ = ["sparse_points", "sparse_annotations", "region_clicks", "augment", "CropDataset"]
 
 
 def sparse_points(samples: Sequence["Sample"], data: "DataConfig") -> list[Points]:
@@ -39,7 +39,7 @@ def sparse_annotations(samples: Sequence["Sample"], data: "DataConfig") -> tuple
     if data.regions_json is not None:
         given = read_regions_json(data.regions_json)
         regions = [given.get(s.image_id, []) for s in samples]
-        points = [s.points.subset(in_boxes(s.points, boxes)) for s, boxes in zip(samples, regions)]
+        points = [region_clicks(s, boxes, data, i) for i, (s, boxes) in enumerate(zip(samples, regions))]
         return points, (regions if data.regions_known else None)
     if data.already_sparse or data.keep >= 1.0:
         known = data.regions_known and any(s.complete for s in samples)  # e.g. suggested regions clicked through
@@ -55,6 +55,16 @@ def sparse_annotations(samples: Sequence["Sample"], data: "DataConfig") -> tuple
             points.append(sparsify(s.points, data.keep, seed=seed, per_class=data.per_class, mode=data.sparsity,
                                    image=s.image, beta=data.salient_beta, radius=data.sigma))  # fmt: skip
     return points, (regions if data.sparsity == "region" and data.regions_known else None)
+
+
+def region_clicks(sample: "Sample", boxes, data: "DataConfig", index: int) -> Points:
+    """The clicks of one training image inside its ``data.regions_json`` regions: all its
+    cells (``data.sparsity=region``), or ``data.keep`` of each region's cells,
+    conspicuous first (``salient``: an annotator who clicks the obvious cells of a
+    suggested region; with ``data.regions_known`` the loss is still told the region is
+    complete, the mistake of a user who leaves such a square in the export)."""
+    return clicks_in_boxes(sample.points, boxes, data.keep, seed=data.sparse_seed * 1_000_003 + index, mode=data.sparsity,
+                           image=sample.image, beta=data.salient_beta, radius=data.sigma, per_class=data.per_class)  # fmt: skip
 
 
 #: The largest regions file read (a file of boxes; anything bigger is not one).

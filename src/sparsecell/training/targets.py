@@ -12,7 +12,7 @@ import numpy as np
 
 from ..formats.points import Points
 
-__all__ = ["gaussian_heatmap", "node_labels", "conspicuity", "region_boxes", "in_boxes", "sparsify"]
+__all__ = ["clicks_in_boxes", "gaussian_heatmap", "node_labels", "conspicuity", "region_boxes", "in_boxes", "sparsify"]
 
 
 def gaussian_heatmap(points: Points, shape: tuple[int, int], sigma: float = 3.0, truncate: float = 4.0) -> np.ndarray:
@@ -148,6 +148,44 @@ def in_boxes(points: Points, boxes) -> np.ndarray:
     for x0, y0, x1, y1 in boxes:
         mask |= (x >= x0) & (x < x1) & (y >= y0) & (y < y1)
     return mask
+
+
+def clicks_in_boxes(points: Points, boxes, keep: float = 1.0, seed: int = 0, mode: str = "region",
+                    image: np.ndarray | None = None, beta: float = 2.0, radius: float = 3.0,
+                    per_class: bool = False) -> Points:
+    """The cells an annotator clicks inside given square regions.
+
+    ``mode="region"``: every cell inside (a region annotated completely). ``random`` or
+    ``salient``: in each box on its own, ``keep`` of its cells (at least one where it has
+    any), drawn as :func:`sparsify` draws them; salient conspicuity is standardised over
+    all the image's cells, so a box of faint cells gets its faint cells clicked last.
+    Each box's draw depends only on ``seed`` and the box, so adding boxes in a later
+    round leaves the clicks of the earlier ones as they were.
+    """
+    inside = [in_boxes(points, [b]) for b in boxes]
+    if mode == "region" or keep >= 1.0 or not len(points):
+        return points.subset(np.logical_or.reduce(inside) if inside else np.zeros(len(points), bool))
+    if mode not in ("random", "salient"):
+        raise ValueError(f"clicks_in_boxes: mode must be region, random or salient, got {mode!r}")
+    z = np.zeros(len(points))
+    if mode == "salient":
+        if image is None:
+            raise ValueError("clicks_in_boxes: salient clicking needs the image")
+        c = conspicuity(image, points, radius)
+        groups = [points.labels == k for k in range(points.num_classes)] if per_class else [np.ones(len(points), bool)]
+        for g in groups:
+            if g.any():
+                z[g] = beta * (c[g] - c[g].mean()) / (c[g].std() + 1e-12)
+    mask = np.zeros(len(points), bool)
+    for b, m in zip(boxes, inside):
+        idx = np.flatnonzero(m & ~mask)  # a cell on two boxes' common edge is drawn once
+        if not len(idx):
+            continue
+        rng = np.random.default_rng([seed, *(int(v) for v in b)])
+        k = max(1, int(round(keep * len(idx))))
+        key = z[idx] + rng.gumbel(size=len(idx))  # Gumbel top-k: chance proportional to exp(z); z = 0 is random
+        mask[idx[np.argsort(-key, kind="stable")[:k]]] = True
+    return points.subset(mask)
 
 
 def sparsify(
