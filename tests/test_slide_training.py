@@ -173,3 +173,46 @@ def test_suggested_regions_clicked_through_are_complete_training_regions(tmp_pat
     assert [len(r) for r in regions] == [1 if s.complete else 0 for s in samples]
     _, none = sparse_annotations(samples, DataConfig(source="slides", already_sparse=True, regions_known=False))
     assert none is None
+
+
+def test_round0_without_a_click_learns_from_the_peers_labels(tmp_path):
+    """Annotate next, round 0 with no click: training regions drawn but empty, one
+    exhaustive region; --bootstrap classical fills the regions with the peer's cells."""
+    from sparsecell.config import load_config
+    from sparsecell.inference.detector import Detector, evaluate
+    from sparsecell.datasets import open_dataset
+    from sparsecell.training.loop import train
+
+    (tmp_path / "slides").mkdir()
+    synthetic_slide(tmp_path / "slides", keep=0.0)
+    cfg = load_config(None, ["data.source=slides", f"data.root={tmp_path / 'slides'}", "eval.mpp=0.5", "data.crop=128",
+                             "data.crops_per_image=16", "train.epochs=6", "train.batch_size=8", "train.lr=0.003",
+                             "train.val_every=2", f"train.out_dir={tmp_path / 'run'}", "train.progress_bar=false",
+                             "data.bootstrap=classical"])  # fmt: skip
+    with pytest.warns(UserWarning, match="outside every region"):
+        train_s = open_dataset("slides", tmp_path / "slides", "train", mpp=0.5)
+        assert sum(len(train_s[i].points) for i in range(len(train_s))) == 0  # not a click in the training regions
+        r = train(cfg, quiet=True)
+    det = Detector.from_checkpoint(r.best_checkpoint)
+    val = open_dataset("slides", tmp_path / "slides", "validation", mpp=0.5)
+    f1 = evaluate(det, [val[0]]).as_dict()["all"]["f1"]
+    assert f1 > 0.5, f1  # the model learned to find the cells from the peer's labels alone
+
+
+def test_a_suggested_square_reclassified_is_an_ordinary_region_whatever_its_name(tmp_path):
+    """Clicked only in part, a suggested square is reclassified by the user: its class
+    decides, not the 'Annotate next' its name keeps, so it is not read as complete."""
+    from sparsecell.datasets import open_dataset
+
+    synthetic_slide(tmp_path)
+    doc = json.loads((tmp_path / "S1.geojson").read_text())
+    square = [[0, 0], [200, 0], [200, 200], [0, 200], [0, 0]]  # over clicks of tile 0
+    for cls in ("Annotate next", "Region"):
+        feats = doc["features"] + [{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [square]},
+                                    "properties": {"objectType": "annotation", "name": "Annotate next 1: uncertain",
+                                                   "classification": {"name": cls, "color": [230, 160, 0]}}}]  # fmt: skip
+        (tmp_path / "S1.geojson").write_text(json.dumps({**doc, "features": feats}))
+        train = open_dataset("slides", tmp_path, "train", mpp=0.5)
+        samples = [train[i] for i in range(len(train))]
+        assert len(samples) == 4
+        assert sum(bool(s.complete) for s in samples) == (1 if cls == "Annotate next" else 0), cls

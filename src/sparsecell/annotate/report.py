@@ -134,6 +134,8 @@ def loop_gain(doc: Mapping, dataset: str, a: tuple[str, str], b: tuple[str, str]
 
 #: The loops compared in the report: (loops, against, what the difference says).
 COMPARISONS = ((("exhaustive", "peer"), ("exhaustive", "clicks"), "round 0 from the peer against round 0 from clicks"),
+               (("salient", "clicks"), ("exhaustive", "clicks"),
+                "the conspicuous cells of more squares against every cell of fewer, per click"),
                (("salient_complete", "clicks"), ("salient", "clicks"),
                 "the partly clicked squares declared complete against not declared"))  # fmt: skip
 
@@ -196,9 +198,9 @@ def annotate_report(doc: Mapping) -> str:
 
 
 def plot_annotate(doc: Mapping, path: Path) -> None:
-    """F1 against clicks, one panel per data set and clicking setting, a line per
-    strategy (mean over seeds at each round; dotted: round 0 from the peer), the target
-    as a dashed line."""
+    """F1 against clicks: a row of panels per data set, a panel per clicking setting, a
+    line per strategy (mean over seeds at each round; dotted, the same colour: round 0
+    from the peer), the target as a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -206,25 +208,34 @@ def plot_annotate(doc: Mapping, path: Path) -> None:
 
     from ..formats.fileio import atomic_path
 
-    panels = sorted({_group(r)[:2] for r in doc["rows"]})
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
-    for ax, (ds, setting) in zip(axes[0], panels):
-        for r0, ls in (("clicks", "-"), ("peer", ":")):
-            for s, by_seed in curves(doc["rows"], ds, "f1", setting, r0).items():
-                n = min(len(v[0]) for v in by_seed.values())
-                xs = np.mean([v[0][:n] for v in by_seed.values()], axis=0)
-                ys = np.mean([v[1][:n] for v in by_seed.values()], axis=0)
-                ax.plot(xs, ys, marker="o", ls=ls, lw=2.2 if s == doc.get("default_strategy") else 1.2,
-                        label=s if r0 == "clicks" else f"{s}, peer round 0")  # fmt: skip
-        full = doc.get("full_f1", {}).get(ds)
-        if full is not None:
-            ax.axhline(TARGET_SHARE * full, ls="--", c="grey", lw=1, label=f"{TARGET_SHARE} x full labels")
-        ax.set_title(f"{ds}, {setting} clicking")
-        ax.set_xlabel("clicked cells (cumulative)")
-        ax.set_ylabel("test micro F1")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    dss = sorted({_group(r)[0] for r in doc["rows"]})
+    settings = [s for s in SETTING_TEXT if any(_group(r)[1] == s for r in doc["rows"])]
+    strategies = sorted({r["strategy"] for r in doc["rows"]})
+    colour = {s: f"C{k % 10}" for k, s in enumerate(strategies)}
+    fig, axes = plt.subplots(len(dss), len(settings), figsize=(5.0 * len(settings), 3.8 * len(dss)), squeeze=False)
+    for row, ds in zip(axes, dss):
+        for ax, setting in zip(row, settings):
+            drawn = False
+            for r0, ls in (("clicks", "-"), ("peer", ":")):
+                for s, by_seed in curves(doc["rows"], ds, "f1", setting, r0).items():
+                    n = min(len(v[0]) for v in by_seed.values())
+                    xs = np.mean([v[0][:n] for v in by_seed.values()], axis=0)
+                    ys = np.mean([v[1][:n] for v in by_seed.values()], axis=0)
+                    ax.plot(xs, ys, marker="o", ms=3, ls=ls, c=colour[s], lw=2.2 if s == doc.get("default_strategy") else 1.2,
+                            label=s if r0 == "clicks" else f"{s}, peer round 0")  # fmt: skip
+                    drawn = True
+            if not drawn:
+                ax.set_visible(False)
+                continue
+            full = doc.get("full_f1", {}).get(ds)
+            if full is not None:
+                ax.axhline(TARGET_SHARE * full, ls="--", c="grey", lw=1, label=f"{TARGET_SHARE} x full labels")
+            ax.set_title(f"{ds}, {setting} clicking", fontsize=10)
+            ax.set_xlabel("clicked cells (cumulative)")
+            ax.set_ylabel("test micro F1")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)

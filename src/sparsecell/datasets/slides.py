@@ -117,9 +117,13 @@ def is_exhaustive(region) -> bool:
 
 
 def is_complete(region) -> bool:
-    """A training region in which every tumour cell was clicked: class or name ``Complete``,
-    or a square ``sparsecell suggest`` proposed (class ``Annotate next``) that holds clicks."""
-    return any(w in (t or "").lower() for t in (region.classification, region.name) for w in ("complete", "annotate next"))
+    """A training region in which every tumour cell was clicked: class ``Complete``, or a
+    square ``sparsecell suggest`` proposed (class ``Annotate next``) that holds clicks. The
+    class decides; the name only where the region has none, so a suggested square
+    reclassified (say ``Region``) is an ordinary region whose clicks are a sample, whatever
+    its name still says."""
+    told = region.classification or region.name or ""
+    return any(w in told.lower() for w in ("complete", "annotate next"))
 
 
 def _is_ignore(region) -> bool:
