@@ -133,9 +133,12 @@ def main() -> None:
         from sparsecell.formats.fileio import atomic_write_text
 
         cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-        cfg.update(environment())
         full = {**doc.get("full_f1", {}), **full_f1(args.full_from)}
-        out = {"default_strategy": DEFAULT_STRATEGY, "full_f1": full, "config": cfg, "git_commit": _commit(),
+        runs = doc.get("runs") or ([doc["config"]] if "config" in doc else [])  # every run's settings, oldest first
+        if not args.report:
+            runs = runs + [{**cfg, "git_commit": _commit()}]
+        out = {"default_strategy": DEFAULT_STRATEGY, "full_f1": full, "runs": runs, "environment": environment(),
+               "git_commit": _commit(),
                "seconds": round(time.time() - started) + doc.get("seconds", 0) * bool(args.append or args.report), "rows": rows}  # fmt: skip
         atomic_write_text(args.out, json.dumps(out, indent=1) + "\n")
         atomic_write_text(args.out.with_suffix(".md"), annotate_report(out))
