@@ -77,15 +77,23 @@ def test_init_refuses_other_classes_and_onnx(round0, tmp_path):
         train(cfg, quiet=True)
 
 
+#: The simulated loop's synthetic data: small tiles, a small model.
+LOOP_BASE = ["data.synthetic_train=8", "data.synthetic_val=4", "data.synthetic_test=4", "data.synthetic_size=128",
+             "data.crop=64", "model.size=unet_cpu", "train.val_every=1", "train.lr=0.005"]  # fmt: skip
+
+
+def _loop_data() -> tuple[list, list]:
+    """The training samples and the test tiles of :data:`LOOP_BASE`."""
+    cfg = load_config(None, LOOP_BASE)
+    train_s, _, _ = load_samples(cfg)
+    return train_s, list(open_dataset("synthetic", None, "test", **dataset_options(cfg.data, "test")))
+
+
 def test_simulated_loop_on_synthetic_tiles_learns_over_two_rounds(tmp_path):
     from sparsecell.annotate.simulate import LoopSetup, round0 as first_round, run_strategy
 
-    base = ["data.synthetic_train=8", "data.synthetic_val=4", "data.synthetic_test=4", "data.synthetic_size=128",
-            "data.crop=64", "model.size=unet_cpu", "train.val_every=1", "train.lr=0.005"]  # fmt: skip
-    cfg = load_config(None, base)
-    train_s, _, _ = load_samples(cfg)
-    test = list(open_dataset("synthetic", None, "test", **dataset_options(cfg.data, "test")))
-    setup = LoopSetup(base, train_s, test, tmp_path, region=64, start=2, per_round=8, rounds=2, epochs=6, init_epochs=4)
+    train_s, test = _loop_data()
+    setup = LoopSetup(LOOP_BASE, train_s, test, tmp_path, region=64, start=2, per_round=8, rounds=2, epochs=6, init_epochs=4)
     start = first_round(setup, 1)
     rows = run_strategy(setup, "combined", 1, start)
     assert [r["round"] for r in rows] == [1, 2]
@@ -99,11 +107,8 @@ def test_simulated_loop_on_synthetic_tiles_learns_over_two_rounds(tmp_path):
 def test_simulated_loop_salient_clicking_and_a_peer_round0(tmp_path):
     from sparsecell.annotate.simulate import LoopSetup, _clicks, round0 as first_round, run_strategy
 
-    base = ["data.synthetic_train=8", "data.synthetic_val=4", "data.synthetic_test=4", "data.synthetic_size=128",
-            "data.crop=64", "model.size=unet_cpu", "train.val_every=1", "train.lr=0.005"]  # fmt: skip
-    cfg = load_config(None, base)
-    train_s, _, _ = load_samples(cfg)
-    test = list(open_dataset("synthetic", None, "test", **dataset_options(cfg.data, "test")))
+    base = LOOP_BASE
+    train_s, test = _loop_data()
     kw = dict(region=64, per_round=6, rounds=1, epochs=4, init_epochs=2)
     sal = LoopSetup(base, train_s, test, tmp_path / "sal", start=4, setting="salient", salient_keep=0.5, **kw)
     start = first_round(sal, 2)
@@ -115,7 +120,6 @@ def test_simulated_loop_salient_clicking_and_a_peer_round0(tmp_path):
     peer = LoopSetup(base, train_s, test, tmp_path / "peer", start=0, peer=True, **kw)
     p0 = first_round(peer, 2)
     assert p0.row["clicks"] == 0 and p0.row["regions"] == 0
-    print("peer round 0 F1", p0.row["f1"], "salient", start.row["f1"], rows[0]["f1"])
     assert p0.row["f1"] > 0.3  # the peer's labels alone teach the model to find cells
     with pytest.raises(ValueError, match="setting"):
         LoopSetup(base, train_s, test, tmp_path, setting="lazy", **kw)

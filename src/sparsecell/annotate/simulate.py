@@ -108,7 +108,7 @@ def _clicks(setup: LoopSetup, chosen) -> np.ndarray:
     (:func:`~sparsecell.training.crops.region_clicks`)."""
     from ..training.crops import region_clicks
 
-    data = load_config(None, list(setup.overrides) + _setting_overrides(setup) + ["data.regions_json=x"]).data
+    data = load_config(None, list(setup.overrides) + _setting_overrides(setup)).data
     by_image: dict[int, list] = {}
     for i, k in chosen:
         by_image.setdefault(i, []).append(tuple(int(v) for v in setup.boxes[i][k]))

@@ -46,7 +46,7 @@ def sparse_annotations(samples: Sequence["Sample"], data: "DataConfig") -> tuple
         return [s.points for s in samples], ([[tuple(b) for b in s.complete] for s in samples] if known else None)
     points, regions = [], []
     for i, s in enumerate(samples):
-        seed = data.sparse_seed * 1_000_003 + i
+        seed = _image_seed(data, i)
         if data.sparsity == "region":
             boxes = region_boxes(s.points, data.keep, seed, data.region or 128, s.image.shape[:2])
             points.append(s.points.subset(in_boxes(s.points, boxes)))
@@ -63,8 +63,13 @@ def region_clicks(sample: "Sample", boxes, data: "DataConfig", index: int) -> Po
     conspicuous first (``salient``: an annotator who clicks the obvious cells of a
     suggested region; with ``data.regions_known`` the loss is still told the region is
     complete, the mistake of a user who leaves such a square in the export)."""
-    return clicks_in_boxes(sample.points, boxes, data.keep, seed=data.sparse_seed * 1_000_003 + index, mode=data.sparsity,
+    return clicks_in_boxes(sample.points, boxes, data.keep, seed=_image_seed(data, index), mode=data.sparsity,
                            image=sample.image, beta=data.salient_beta, radius=data.sigma, per_class=data.per_class)  # fmt: skip
+
+
+def _image_seed(data: "DataConfig", index: int) -> int:
+    """The simulated clicks' seed for training image ``index``: reproducible from ``data.sparse_seed``."""
+    return data.sparse_seed * 1_000_003 + index
 
 
 #: The largest regions file read (a file of boxes; anything bigger is not one).

@@ -167,25 +167,39 @@ def clicks_in_boxes(points: Points, boxes, keep: float = 1.0, seed: int = 0, mod
         return points.subset(np.logical_or.reduce(inside) if inside else np.zeros(len(points), bool))
     if mode not in ("random", "salient"):
         raise ValueError(f"clicks_in_boxes: mode must be region, random or salient, got {mode!r}")
-    z = np.zeros(len(points))
-    if mode == "salient":
-        if image is None:
-            raise ValueError("clicks_in_boxes: salient clicking needs the image")
-        c = conspicuity(image, points, radius)
-        groups = [points.labels == k for k in range(points.num_classes)] if per_class else [np.ones(len(points), bool)]
-        for g in groups:
-            if g.any():
-                z[g] = beta * (c[g] - c[g].mean()) / (c[g].std() + 1e-12)
+    if mode == "salient" and image is None:
+        raise ValueError("clicks_in_boxes: salient clicking needs the image")
+    groups = _groups(points, per_class)
+    z = _salient_scores(points, groups, image, beta, radius) if mode == "salient" else np.zeros(len(points))
     mask = np.zeros(len(points), bool)
     for b, m in zip(boxes, inside):
         idx = np.flatnonzero(m & ~mask)  # a cell on two boxes' common edge is drawn once
-        if not len(idx):
-            continue
-        rng = np.random.default_rng([seed, *(int(v) for v in b)])
-        k = max(1, int(round(keep * len(idx))))
-        key = z[idx] + rng.gumbel(size=len(idx))  # Gumbel top-k: chance proportional to exp(z); z = 0 is random
-        mask[idx[np.argsort(-key, kind="stable")[:k]]] = True
+        if len(idx):
+            rng = np.random.default_rng([seed, *(int(v) for v in b)])
+            mask[_gumbel_top_k(z, idx, max(1, int(round(keep * len(idx)))), rng)] = True
     return points.subset(mask)
+
+
+def _groups(points: Points, per_class: bool) -> list[np.ndarray]:
+    """The indices drawn from together: each class's (``per_class``) or all."""
+    return [np.flatnonzero(points.labels == c) for c in range(points.num_classes)] if per_class else [np.arange(len(points))]
+
+
+def _salient_scores(points: Points, groups, image: np.ndarray, beta: float, radius: float) -> np.ndarray:
+    """``beta`` times each cell's :func:`conspicuity` standardised within its group."""
+    z = conspicuity(image, points, radius)
+    score = np.zeros(len(points))
+    for idx in groups:
+        if len(idx):
+            score[idx] = beta * (z[idx] - z[idx].mean()) / (z[idx].std() + 1e-12)
+    return score
+
+
+def _gumbel_top_k(score: np.ndarray, idx: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """``k`` of ``idx`` drawn without replacement, each with chance proportional to
+    ``exp(score)`` (Gumbel top-k; a score of 0 everywhere is a uniform draw)."""
+    key = score[idx] + rng.gumbel(size=len(idx))
+    return idx[np.argsort(-key, kind="stable")[:k]]
 
 
 def sparsify(
@@ -244,21 +258,16 @@ def sparsify(
             shape = (int(points.xy[:, 1].max()) + 1, int(points.xy[:, 0].max()) + 1)
         return points.subset(in_boxes(points, region_boxes(points, keep, seed, region or 128, shape)))
     rng = np.random.default_rng(seed)
-    groups = [np.flatnonzero(points.labels == c) for c in range(points.num_classes)] if per_class else [np.arange(n)]
-    score = np.zeros(n)
+    groups = _groups(points, per_class)
     if mode == "salient":
         if image is None:
             raise ValueError("sparsify: salient sparsity needs the image")
-        z = conspicuity(image, points, radius)
-        for idx in groups:  # standardised within each group: with per_class, the conspicuous cells of each class
-            if len(idx):
-                score[idx] = beta * (z[idx] - z[idx].mean()) / (z[idx].std() + 1e-12)
+        score = _salient_scores(points, groups, image, beta, radius)  # with per_class, the conspicuous cells of each class
     mask = np.zeros(n, bool)
     for idx in groups:
         k = int(round(keep * len(idx)))
         if mode == "random":
             mask[rng.choice(idx, size=k, replace=False)] = True
-        else:  # Gumbel top-k: k draws without replacement, each with chance proportional to exp(score)
-            key = score[idx] + rng.gumbel(size=len(idx))
-            mask[idx[np.argsort(-key, kind="stable")[:k]]] = True
+        else:
+            mask[_gumbel_top_k(score, idx, k, rng)] = True
     return points.subset(mask)
